@@ -1,0 +1,3 @@
+from matrrec_cli.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Datasets: registry (datasets.toml), download, raw readers, preprocessing to Parquet, stats."""

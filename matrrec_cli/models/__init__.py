@@ -1,0 +1,57 @@
+"""The model zoo: a registry the CLI can list without importing torch.
+
+Every model is one module with one class implementing `SequentialRecommender` (see base.py).
+`MODEL_PATHS` maps the lowercase name used on the command line to "module:Class"; the module is
+imported only when that model is built, so optional heavy dependencies stay optional.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from matrrec_cli.errors import MatrrecError
+
+if TYPE_CHECKING:
+    from matrrec_cli.models.base import SequentialRecommender
+
+MODEL_PATHS: dict[str, str] = {
+    "matrrec": "matrrec_cli.models.matrrec:MaTrRec",
+}
+
+
+def model_names() -> list[str]:
+    """Names accepted by `--model`, in registry order."""
+    return list(MODEL_PATHS)
+
+
+def get_model_class(name: str) -> type[SequentialRecommender]:
+    """Import and return the class registered under `name`."""
+    key = name.lower()
+    if key not in MODEL_PATHS:
+        raise MatrrecError(f"unknown model {name!r}; known models: {', '.join(MODEL_PATHS)}")
+    module_name, cls_name = MODEL_PATHS[key].split(":")
+    cls: type[SequentialRecommender] = getattr(importlib.import_module(module_name), cls_name)
+    return cls
+
+
+def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The model's Config dataclass with `overrides` applied; an unknown key is an error."""
+    cls = get_model_class(name)
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(overrides or {}) - fields)
+    if unknown:
+        raise MatrrecError(
+            f"unknown setting(s) {', '.join(unknown)} for model {name!r}; "
+            f"known: {', '.join(sorted(fields))}"
+        )
+    return cls.Config(**(overrides or {}))
+
+
+def build_model(
+    name: str, *, n_items: int, max_len: int, overrides: dict[str, Any] | None = None
+) -> SequentialRecommender:
+    """Construct model `name` for a catalogue of `n_items` ids (padding 0 included)."""
+    cls = get_model_class(name)
+    return cls(n_items=n_items, max_len=max_len, config=make_config(name, overrides))
