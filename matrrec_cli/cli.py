@@ -26,6 +26,8 @@ app = typer.Typer(
 # One module per area of the toolkit; each exposes register(app).
 COMMAND_MODULES = [
     "matrrec_cli.commands.data",
+    "matrrec_cli.commands.train",
+    "matrrec_cli.commands.report",
 ]
 
 for _name in COMMAND_MODULES:

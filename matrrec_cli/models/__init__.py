@@ -18,6 +18,14 @@ if TYPE_CHECKING:
 
 MODEL_PATHS: dict[str, str] = {
     "matrrec": "matrrec_cli.models.matrrec:MaTrRec",
+    "gru4rec": "matrrec_cli.models.gru4rec:GRU4Rec",
+    "narm": "matrrec_cli.models.narm:NARM",
+    "sasrec": "matrrec_cli.models.sasrec:SASRec",
+    "nextitnet": "matrrec_cli.models.nextitnet:NextItNet",
+    "bert4rec": "matrrec_cli.models.bert4rec:BERT4Rec",
+    "sine": "matrrec_cli.models.sine:SINE",
+    "core": "matrrec_cli.models.core:CORE",
+    "mamba4rec": "matrrec_cli.models.mamba4rec:Mamba4Rec",
 }
 
 

@@ -31,11 +31,14 @@ class SeqBatch:
     item_seq: torch.Tensor  # (B, L) int64, right-padded with 0
     lengths: torch.Tensor  # (B,) int64, number of real items in each row
     target: torch.Tensor | None = None  # (B,) int64: next item after the history ("prefix")
-    targets: torch.Tensor | None = None  # (B, L) int64: next item at each position ("all"), 0 = none
+    targets: torch.Tensor | None = None  # (B, L) int64: next item at each position ("all")
+    #                                      0 = no target
 
     def to(self, device: torch.device | str) -> SeqBatch:
+        # fields(), not astuple(): astuple deep-copies every tensor before the move
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return SeqBatch(
-            *(None if t is None else t.to(device, non_blocking=True) for t in dataclasses.astuple(self))
+            **{k: None if t is None else t.to(device, non_blocking=True) for k, t in values.items()}
         )
 
 
@@ -57,6 +60,10 @@ class SequentialRecommender(nn.Module):
     causal: ClassVar[bool] = True
     #: True when the model can train on every position at once (objective "all").
     supports_all_objective: ClassVar[bool] = True
+    #: True when full_sort_scores ignores what lies past len-1 (extra right padding changes
+    #: nothing). False for models that read pads by design (NextItNet reads position L-1; SINE
+    #: has no padding mask). The contract test checks this invariance where it is True.
+    right_padding_invariant: ClassVar[bool] = True
 
     def __init__(self, *, n_items: int, max_len: int, config: Any) -> None:
         super().__init__()

@@ -1,0 +1,153 @@
+"""`matrrec train` and `matrrec evaluate`: thin wrappers over matrrec_cli.train.pipeline."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from matrrec_cli.errors import MatrrecError
+
+
+def _show_config(cfg: Any) -> None:
+    """The resolved configuration with the source of every value, as a table on stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{cfg.model} on {cfg.dataset} (config {cfg.config_hash()})")
+    for col in ("key", "value", "source"):
+        table.add_column(col)
+    flat = {k: v for k, v in cfg.to_dict().items()
+            if k not in ("model_config", "sources", "config_hash")}
+    flat.update({f"model.{k}": v for k, v in cfg.model_config.items()})
+    for key, value in flat.items():
+        source = cfg.sources.get(key, "default")
+        table.add_row(key, str(value), source, style=None if source == "default" else "bold")
+    Console(stderr=True).print(table)
+
+
+def _with_origins(cfg: Any, *, model_given: bool, device_given: bool, data_given: bool,
+                  results_given: bool) -> Any:
+    """Say where dataset, model, device and the directories came from."""
+    import dataclasses
+    import os
+
+    from matrrec_cli.paths import DATA_DIR_ENV, RESULTS_DIR_ENV
+
+    def where(given: bool, env: str | None = None) -> str:
+        if given:
+            return "command line"
+        return f"${env}" if env and os.environ.get(env) else "default"
+
+    sources = {**cfg.sources, "dataset": "command line", "model": where(model_given),
+               "device": where(device_given), "data_dir": where(data_given, DATA_DIR_ENV),
+               "results_dir": where(results_given, RESULTS_DIR_ENV)}
+    return dataclasses.replace(cfg, sources=sources)
+
+
+def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("split")
+    names = list(next(iter(rows.values())))
+    for name in names:
+        table.add_column(name, justify="right")
+    for split_name, m in rows.items():
+        table.add_row(split_name, *(f"{m[n]:.4f}" for n in names))
+    Console(stderr=True).print(table)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        dataset: Annotated[str, typer.Option(help="Prepared dataset (see matrrec download).")],
+        model: Annotated[str, typer.Option(help="Model name (model registry).")] = "matrrec",
+        seed: Annotated[int | None, typer.Option(help="Random seed [default: 2020].")] = None,
+        epochs: Annotated[int | None, typer.Option(help="Maximum epochs [default: 300].")] = None,
+        max_len: Annotated[int | None, typer.Option(
+            help="History length L [default: datasets.toml].")] = None,
+        dropout: Annotated[float | None, typer.Option(
+            help="Every dropout of the model [default: datasets.toml].")] = None,
+        objective: Annotated[str | None, typer.Option(
+            help="prefix (RecBole, faithful) or all (every position).")] = None,
+        preset: Annotated[str | None, typer.Option(
+            help="paper (released yaml) or recbole (model defaults).")] = None,
+        device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+        data_dir: Annotated[str | None, typer.Option(help="Data directory.")] = None,
+        results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
+        resume: Annotated[bool, typer.Option(
+            help="Continue the newest unfinished run of this configuration.")] = False,
+        json_out: Annotated[bool, typer.Option(
+            "--json", help="Print final metrics as one JSON object on stdout.")] = False,
+        set_: Annotated[list[str] | None, typer.Option(
+            "--set", help="key=value for a model or trainer setting (repeatable).")] = None,
+    ) -> None:
+        """Train a model on a dataset, validate every epoch, test the best state.
+
+        Writes results/runs/<dataset>/<model>/<run-id>/ (config, metrics, ranks, history,
+        checkpoints, environment).
+
+        Example: matrrec train --dataset ml-100k --epochs 20 --json
+        """
+        from matrrec_cli.paths import data_dir as data_path
+        from matrrec_cli.paths import results_dir as results_path
+        from matrrec_cli.train import config as config_mod
+        from matrrec_cli.train import pipeline
+        from matrrec_cli.train.progress import Reporter
+
+        ddir, rdir = data_path(data_dir), results_path(results_dir)
+        cfg = config_mod.resolve(
+            dataset=dataset, model=model,
+            cli={"seed": seed, "epochs": epochs, "max_len": max_len, "dropout": dropout,
+                 "objective": objective, "preset": preset},
+            sets=set_ or [], dataset_defaults=pipeline.dataset_defaults(dataset, ddir),
+            device=device, data_dir=str(ddir), results_dir=str(rdir),
+        )
+        cfg = _with_origins(cfg, model_given=model != "matrrec", device_given=device != "auto",
+                            data_given=data_dir is not None, results_given=results_dir is not None)
+        _show_config(cfg)
+        metrics, run_dir = pipeline.train(cfg, resume=resume, reporter=Reporter())
+        _metrics_table(f"{cfg.model} on {cfg.dataset}: best epoch {metrics['best_epoch']} of "
+                       f"{metrics['epochs']}, {metrics['wall_seconds']:.1f}s",
+                       {"valid": metrics["valid"], "test": metrics["test"]})
+        print(f"run saved to {run_dir}", file=sys.stderr)
+        if json_out:
+            keep = ("valid", "test", "best_epoch", "epochs", "stopped_early", "wall_seconds",
+                    "objective", "preset", "seed", "config_hash")
+            print(json.dumps({"run_dir": str(run_dir), **{k: metrics[k] for k in keep}}))
+
+    @app.command()
+    def evaluate(
+        run_dir: Annotated[Path, typer.Argument(help="A run directory under results/runs.")],
+        split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+        device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+        mask_history: Annotated[bool | None, typer.Option(
+            "--mask-history/--no-mask-history",
+            help="Mask items the user saw [default: as the run was trained].")] = None,
+        data_dir: Annotated[str | None, typer.Option(
+            help="Data directory [default: the run's].")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    ) -> None:
+        """Reload a run's best checkpoint and recompute its metrics (checks the stored ones).
+
+        Example: matrrec evaluate results/runs/ml-100k/matrrec/20260101-120000-abcdef123456
+        """
+        from matrrec_cli.train import pipeline
+
+        if split not in ("valid", "test"):
+            raise MatrrecError(f"--split must be valid or test, not {split!r}")
+        out = pipeline.evaluate_run(run_dir, split_name=split, device=device,
+                                    mask_history=mask_history, data_dir=data_dir)
+        _metrics_table(f"{run_dir}", {split: out["metrics"]})
+        if "matches_stored" in out:
+            word = "match" if out["matches_stored"] else "DO NOT match"
+            print(f"recomputed {split} metrics {word} the stored metrics.json", file=sys.stderr)
+        if json_out:
+            print(json.dumps(out))
+        if out.get("matches_stored") is False:
+            raise typer.Exit(1)

@@ -1,0 +1,146 @@
+"""The dataset registry: datasets.toml, validated (protocol §1).
+
+datasets.toml is found at $MATRREC_DATASETS_TOML, else the source checkout's top-level file, else
+the copy packaged into the wheel. Unknown keys and missing fields are errors naming the key path.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+import matrrec_cli
+from matrrec_cli.errors import MatrrecError
+
+DATASETS_TOML_ENV = "MATRREC_DATASETS_TOML"
+Format = Literal["ml1m-zip", "ml100k-zip", "inter", "amazon-json"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    kind: Literal["url", "pypi-wheel"]
+    file: str  # name under <data-dir>/<name>/raw/
+    format: Format
+    url: str | None = None  # kind "url"
+    requirement: str | None = None  # kind "pypi-wheel": pip requirement, e.g. recbole==1.2.1
+    member: str | None = None  # kind "pypi-wheel": path inside the wheel
+    size: int | None = None
+    sha256: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.url if self.kind == "url" else f"{self.requirement} wheel:{self.member}"
+
+
+class KCore(_Strict):
+    user: int = 5
+    item: int = 5
+
+
+class Training(_Strict):
+    max_len: int
+    dropout: float
+    paper_dropout: float | None = None  # the paper text, where it differs from the released config
+
+
+class PaperRow(_Strict):
+    users: int
+    items: int
+    inter: int
+    avg_len_u: float
+    avg_len_i: float
+    sparsity: float  # percent
+    padding_included: bool  # RecBole prints real count + 1 (protocol §1.1)
+
+
+class DatasetSpec(_Strict):
+    name: str
+    title: str
+    kcore: KCore
+    training: Training
+    sources: list[Source]
+    paper: PaperRow | None = None
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    max_len: int
+    dropout: float
+
+
+# Datasets outside the registry (issue 8 imports): Amazon-style settings, the paper's majority case.
+GENERIC_DEFAULTS = TrainingDefaults(max_len=50, dropout=0.4)
+
+
+def registry_path() -> Path:
+    """$MATRREC_DATASETS_TOML, else the checkout's datasets.toml, else the packaged copy."""
+    if env := os.environ.get(DATASETS_TOML_ENV):
+        return Path(env)
+    pkg = Path(matrrec_cli.__file__).resolve().parent
+    checkout = pkg.parent / "datasets.toml"
+    return checkout if checkout.exists() else pkg / "datasets.toml"
+
+
+@functools.cache
+def _load(path: Path, mtime: float) -> dict[str, DatasetSpec]:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise MatrrecError(f"dataset registry {path} not found; set ${DATASETS_TOML_ENV}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrrecError(f"{path}: invalid TOML: {exc}") from None
+    specs = {}
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise MatrrecError(f"{path}: '{name}' must be a table")
+        try:
+            specs[name] = DatasetSpec(name=name, **table)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join([name, *(str(p) for p in err["loc"])])
+            what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].lower()
+            raise MatrrecError(f"{path}: {what}: {key}") from None
+        if not specs[name].sources:
+            raise MatrrecError(f"{path}: {name}.sources is empty")
+    return specs
+
+
+def _specs() -> dict[str, DatasetSpec]:
+    path = registry_path()
+    return _load(path, path.stat().st_mtime if path.exists() else 0.0)
+
+
+def dataset_names() -> list[str]:
+    return list(_specs())
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    specs = _specs()
+    if name not in specs:
+        raise MatrrecError(f"unknown dataset '{name}'; known: {', '.join(specs)}")
+    return specs[name]
+
+
+def training_defaults(name: str, data_dir: Path | str | None = None) -> TrainingDefaults:
+    """Registered dataset -> datasets.toml; else prepared metadata's "training"; else L 50 / 0.4."""
+    specs = _specs()
+    if name in specs:
+        t = specs[name].training
+        return TrainingDefaults(max_len=t.max_len, dropout=t.dropout)
+    if data_dir is not None:
+        meta = Path(data_dir) / name / "meta.json"
+        if meta.exists():
+            t = json.loads(meta.read_text()).get("training") or {}
+            if "max_len" in t and "dropout" in t:
+                return TrainingDefaults(max_len=int(t["max_len"]), dropout=float(t["dropout"]))
+    return GENERIC_DEFAULTS

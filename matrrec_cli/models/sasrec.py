@@ -1,0 +1,72 @@
+"""SASRec (protocol §10), RecBole 1.2.1 `sasrec.py` with its parameter names.
+
+    E[seq] + P[0..L-1] -> LayerNorm -> Dropout -> n x TransformerLayer (post-LN, causal + pad
+    mask, additive -10000) -> read out at len-1 -> dot with the tied E
+
+Init: RecBole's `_init_weights`: N(0, 0.02) for Linear and Embedding, zero biases, LN 1/0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from matrrec_cli.models.base import SequentialRecommender
+from matrrec_cli.models.layers import TransformerEncoder, attention_mask, init_normal_
+
+
+@dataclasses.dataclass
+class SASRecConfig:
+    """RecBole 1.2.1 `properties/model/SASRec.yaml`."""
+
+    n_layers: int = 2  # transformer layers; the paper preset sets 1
+    n_heads: int = 2  # attention heads; the paper preset sets 1
+    hidden_size: int = 64  # embedding and model width
+    inner_size: int = 256  # FFN width
+    hidden_dropout_prob: float = 0.5  # embeddings, attention output, FFN output
+    attn_dropout_prob: float = 0.5  # on the attention probabilities
+    layer_norm_eps: float = 1e-12  # every LayerNorm
+    initializer_range: float = 0.02  # std of the normal init
+
+
+class SASRec(SequentialRecommender):
+    """SASRec with CE over all items. Causal: trains on "prefix" or "all"."""
+
+    Config = SASRecConfig
+    causal = True
+    supports_all_objective = True
+
+    def __init__(self, *, n_items: int, max_len: int, config: SASRecConfig) -> None:
+        super().__init__(n_items=n_items, max_len=max_len, config=config)
+        cfg = config
+        self.item_embedding = nn.Embedding(n_items, cfg.hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_len, cfg.hidden_size)
+        self.trm_encoder = TransformerEncoder(
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            hidden_size=cfg.hidden_size,
+            inner_size=cfg.inner_size,
+            hidden_dropout_prob=cfg.hidden_dropout_prob,
+            attn_dropout_prob=cfg.attn_dropout_prob,
+            layer_norm_eps=cfg.layer_norm_eps,
+        )
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        init_normal_(self, std=cfg.initializer_range)
+
+    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(item_seq.size(1), device=item_seq.device)
+        x = self.item_embedding(item_seq) + self.position_embedding(pos)[None]  # (B, L, D)
+        x = self.dropout(self.LayerNorm(x))
+        return self.trm_encoder(x, attention_mask(item_seq))  # (B, L, D)
+
+    @classmethod
+    def paper_overrides(cls, *, dropout: float) -> dict[str, Any]:
+        return {"hidden_size": 64, "n_layers": 1, "n_heads": 1, **cls.dropout_overrides(dropout)}
+
+    @classmethod
+    def dropout_overrides(cls, p: float) -> dict[str, Any]:
+        return {"hidden_dropout_prob": p, "attn_dropout_prob": p}

@@ -1,0 +1,232 @@
+"""The selective scan of Mamba (protocol §7, step 6) in plain PyTorch, fast and memory-bounded.
+
+    h_t = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t u_t) B_tᵀ,   y_t = h_t C_t          h: (B, D, N) per step
+
+`selective_scan` is a custom autograd Function built for CPUs (measured in
+../shared/reference/mamba-on-cpu.md and bench/bench_mamba.py):
+* exact and stable: a plain sequential recurrence, every decay factor exp(Δ·A) ≤ 1, never the
+  closed form with exp(+|A|·ΣΔ) (protocol §7 porting notes);
+* vectorised: for a chunk of T steps, the decays exp(Δ_t A) and the inputs Δ_t u_t B_t are made in
+  one op each, so the only sequential work is one in-place `addcmul_` per step on (B, D, N);
+* bounded: the (B, L, D, N) states are never kept. Forward keeps the state at chunk boundaries
+  only; backward recomputes a chunk from its boundary and runs the adjoint recurrence
+    g_t = C_t ⊗ gy_t + exp(Δ_{t+1} A) ⊙ g_{t+1}
+  in reverse, reading the gradients of Δ, A, u, B, C off per-chunk tensors. Peak extra memory is
+  (L/T)·B·D·N for the boundaries plus a few T·b·D·N buffers (b = batch slice).
+
+Cost on a 2-core CPU (bench/bench_mamba.py): the scan is ~80% of the block's forward+backward, about
+20 passes over B·L·D·N elements that eager PyTorch cannot fuse; exp(Δ_t A) alone is B·L·D·N
+exponentials. A torch.compile'd chunk forward was 3x faster but its compiled backward was 10x
+slower than this one, so nothing here is compiled.
+
+`selective_scan_ref` is the plain per-step autograd loop, kept as the reference for tests.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+CHUNK = 16  # steps per chunk: boundary states cost L/CHUNK copies of (B, D, N)
+SLICE_ELEMS = 1 << 22  # max elements of one (T, b, D, N) work buffer (16 MB fp32): bounds memory
+SLICE_ELEMS_CUDA = 1 << 26  # on a GPU fewer, larger slices: kernel launches cost more than memory
+
+
+def selective_scan_ref(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """Plain per-step scan with autograd through the loop (slow, for tests).
+
+    Shapes (batch-major, as our block uses them): u, delta, z (B, L, D); A (D, N); B, C (B, L, N);
+    D, delta_bias (D,). Returns y (B, L, D), with the D skip and the SiLU(z) gate when given.
+    """
+    if delta_bias is not None:
+        delta = delta + delta_bias
+    if delta_softplus:
+        delta = F.softplus(delta)
+    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])  # (B, D, N)
+    ys = []
+    # unbind, not x[:, t]: indexing makes autograd zero-fill a full tensor per step (O(L²)).
+    steps = zip(u.unbind(1), delta.unbind(1), B.unbind(1), C.unbind(1), strict=True)
+    for u_t, d_t, b_t, c_t in steps:
+        h = torch.exp(d_t[:, :, None] * A) * h + (d_t * u_t)[:, :, None] * b_t[:, None, :]
+        ys.append(torch.einsum("bdn,bn->bd", h, c_t))
+    y = torch.stack(ys, dim=1)  # (B, L, D)
+    if D is not None:
+        y = y + u * D
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+def _slices(n_batch: int, per_row: int, chunk: int, device: torch.device) -> list[slice]:
+    """Batch slices whose (chunk, b, D, N) work buffers stay under SLICE_ELEMS elements."""
+    budget = SLICE_ELEMS_CUDA if device.type == "cuda" else SLICE_ELEMS
+    rows = max(1, budget // (chunk * per_row))
+    return [slice(i, min(i + rows, n_batch)) for i in range(0, n_batch, rows)]
+
+
+def _chunk_forward(
+    h0: torch.Tensor, delta: torch.Tensor, du: torch.Tensor, A: torch.Tensor,
+    B: torch.Tensor, dA: torch.Tensor, hs: torch.Tensor,
+) -> None:
+    """Fill dA = exp(Δ A) and hs = the states of one chunk, in place. Time-major shapes:
+    h0 (b, D, N); delta, du (T, b, D); B (T, b, N); dA, hs (T, b, D, N)."""
+    torch.mul(delta[..., None], A, out=dA)
+    dA.exp_()
+    torch.mul(du[..., None], B[:, :, None, :], out=hs)
+    hs[0].addcmul_(dA[0], h0)
+    for t in range(1, hs.shape[0]):
+        hs[t].addcmul_(dA[t], hs[t - 1])
+
+
+def _scan_slice(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward over one batch slice, time-major: returns y (L, b, D) and the chunk-entry states
+    (n_chunks, b, D, N)."""
+    L, b, d = u.shape
+    n = A.shape[1]
+    du = delta * u  # (L, b, D)
+    y = u.new_empty(L, b, d)
+    starts = range(0, L, chunk)
+    h0s = u.new_empty(len(starts), b, d, n)
+    dA = u.new_empty(chunk, b, d, n)
+    hs = u.new_empty(chunk, b, d, n)
+    h0s[0].zero_()
+    for i, t0 in enumerate(starts):
+        t1 = min(t0 + chunk, L)
+        tc = t1 - t0
+        _chunk_forward(h0s[i], delta[t0:t1], du[t0:t1], A, B[t0:t1], dA[:tc], hs[:tc])
+        # y_t = h_t C_t as one batched mat-vec over the chunk: (T·b, D, N) @ (T·b, N, 1)
+        torch.matmul(hs[:tc].view(tc * b, d, n), C[t0:t1].reshape(tc * b, n, 1),
+                     out=y[t0:t1].view(tc * b, d, 1))
+        if i + 1 < len(starts):
+            h0s[i + 1] = hs[tc - 1]
+    return y, h0s
+
+
+def _scan_slice_backward(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    h0s: torch.Tensor, gy: torch.Tensor, chunk: int,
+) -> tuple[torch.Tensor, ...]:
+    """Backward over one batch slice, time-major; returns grads of u, delta, A, B, C."""
+    L, b, d = u.shape
+    n = A.shape[1]
+    du = delta * u
+    g_du = torch.empty_like(u)
+    g_delta = torch.empty_like(u)
+    g_B = torch.empty_like(B)
+    g_C = torch.empty_like(C)
+    g_A = torch.zeros_like(A)
+    dA = u.new_empty(chunk, b, d, n)
+    hs = u.new_empty(chunk, b, d, n)
+    gh = u.new_empty(chunk, b, d, n)
+    starts = list(range(0, L, chunk))
+    carry = None  # exp(Δ A) ⊙ g at the first step of the chunk to the right
+    for i in reversed(range(len(starts))):
+        t0 = starts[i]
+        t1 = min(t0 + chunk, L)
+        tc = t1 - t0
+        h0 = h0s[i]
+        delta_c, du_c, B_c, gy_c = delta[t0:t1], du[t0:t1], B[t0:t1], gy[t0:t1]
+        dA_c, hs_c, gh_c = dA[:tc], hs[:tc], gh[:tc]
+        _chunk_forward(h0, delta_c, du_c, A, B_c, dA_c, hs_c)
+        # dL/dC_t = gy_tᵀ h_t: (T·b, 1, D) @ (T·b, D, N)
+        torch.matmul(gy_c.reshape(tc * b, 1, d), hs_c.view(tc * b, d, n),
+                     out=g_C[t0:t1].view(tc * b, 1, n))
+        # Adjoint recurrence, newest step first: g_t = C_t gy_t + exp(Δ_{t+1} A) g_{t+1}
+        torch.mul(gy_c[..., None], C[t0:t1, :, None, :], out=gh_c)
+        if carry is not None:
+            gh_c[tc - 1] += carry
+        for t in range(tc - 2, -1, -1):
+            gh_c[t].addcmul_(dA_c[t + 1], gh_c[t + 1])
+        carry = dA_c[0] * gh_c[0]
+        # Input term (Δu) B: dL/d(Δu) = g B, dL/dB = (Δu)ᵀ g
+        torch.matmul(gh_c.view(tc * b, d, n), B_c.reshape(tc * b, n, 1),
+                     out=g_du[t0:t1].view(tc * b, d, 1))
+        torch.matmul(du_c.reshape(tc * b, 1, d), gh_c.view(tc * b, d, n),
+                     out=g_B[t0:t1].view(tc * b, 1, n))
+        # Decay term: dL/d(ΔA) = g_t ⊙ h_{t-1} ⊙ exp(ΔA), formed in place in gh.
+        gh_c[1:].mul_(hs_c[:-1])
+        gh_c[0].mul_(h0)
+        gh_c.mul_(dA_c)
+        # Contract per channel d with strided batched matmuls (no permuted copies):
+        # dL/dA[d] = Σ_k Δ[k,d] gX[k,d,:] and dL/dΔ[k,d] = gX[k,d,:]·A[d,:], k = (t, b).
+        g_x = gh_c.view(tc * b, d, n).transpose(0, 1)  # (D, T·b, N), strided view
+        g_A += torch.bmm(delta_c.reshape(tc * b, d).t()[:, None, :], g_x)[:, 0]
+        g_delta[t0:t1] = torch.bmm(g_x, A[:, :, None])[..., 0].t().view(tc, b, d)
+    g_delta += g_du * u
+    return g_du * delta, g_delta, g_A, g_B, g_C
+
+
+def _tm(x: torch.Tensor) -> torch.Tensor:
+    """(b, L, ...) -> contiguous time-major (L, b, ...)."""
+    return x.transpose(0, 1).contiguous()
+
+
+class SelectiveScan(torch.autograd.Function):
+    """y = scan(u, Δ, A, B, C) without the D skip and the gate; see the module docstring.
+    Batch slices are scanned one after another so that work buffers stay bounded."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, chunk: int = CHUNK):
+        y = torch.empty_like(u)
+        h0s = []
+        for sl in _slices(u.shape[0], A.numel(), chunk, u.device):
+            y_s, h0s_s = _scan_slice(_tm(u[sl]), _tm(delta[sl]), A, _tm(B[sl]), _tm(C[sl]), chunk)
+            y[sl] = y_s.transpose(0, 1)
+            h0s.append(h0s_s)
+        ctx.save_for_backward(u, delta, A, B, C, *h0s)
+        ctx.chunk = chunk
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        u, delta, A, B, C, *h0s = ctx.saved_tensors
+        chunk = ctx.chunk
+        grads = [torch.empty_like(u), torch.empty_like(delta), torch.zeros_like(A),
+                 torch.empty_like(B), torch.empty_like(C)]
+        for sl, h0s_s in zip(_slices(u.shape[0], A.numel(), chunk, u.device), h0s, strict=True):
+            g_u, g_delta, g_A, g_B, g_C = _scan_slice_backward(
+                _tm(u[sl]), _tm(delta[sl]), A, _tm(B[sl]), _tm(C[sl]), h0s_s, _tm(gy[sl]), chunk)
+            grads[0][sl] = g_u.transpose(0, 1)
+            grads[1][sl] = g_delta.transpose(0, 1)
+            grads[2] += g_A
+            grads[3][sl] = g_B.transpose(0, 1)
+            grads[4][sl] = g_C.transpose(0, 1)
+        return (*grads, None)
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    chunk: int | None = None,
+) -> torch.Tensor:
+    """Same contract as `selective_scan_ref`, computed by `SelectiveScan`."""
+    if delta_bias is not None:
+        delta = delta + delta_bias
+    if delta_softplus:
+        delta = F.softplus(delta)
+    y = SelectiveScan.apply(u, delta, A, B, C, chunk or CHUNK)
+    if D is not None:
+        y = y + u * D
+    if z is not None:
+        y = y * F.silu(z)
+    return y

@@ -1,0 +1,205 @@
+"""The resolved training configuration, with where every value came from.
+
+Precedence (lowest to highest): built-in default (RecBole's, protocol §3/§5) < datasets.toml (the
+paper's per-dataset max_len and dropout) < preset < command line (`--epochs`, ..., `--set k=v`).
+
+Presets:
+* paper   — the released MaTrRec yaml applied to the chosen model (hidden 64, 1 layer, 1 head,
+            the dataset's dropout; `paper_overrides`). The faithful default.
+* recbole — the model's own RecBole 1.2.1 defaults (no yaml override; protocol §10 leaves open
+            which one the paper's baselines used). max_len still comes from datasets.toml.
+
+A config hash over the semantic keys (not device, paths or eval batch size, which cannot change a
+number) names the configuration for `--resume` and for grouping seeds in reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from matrrec_cli.errors import MatrrecError, UsageError
+
+DEFAULT = "default"
+DATASETS_TOML = "datasets.toml"
+CLI = "command line"
+
+# Trainer keys with RecBole's values (protocol §3, §5) and their one-line why.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "seed": 2020,  # RecBole's seed
+    "epochs": 300,  # upper bound; early stopping usually ends sooner
+    "batch_size": 2048,  # train_batch_size
+    "eval_batch_size": 4096,  # eval_batch_size; cannot change a metric (tested)
+    "lr": 1e-3,  # Adam, weight decay 0, no schedule, no clipping
+    "stopping_step": 10,  # stop once more than this many evaluations in a row fail to improve
+    "objective": "prefix",  # RecBole's one sample per prefix: the faithful default
+    "preset": "paper",
+    "mask_history": False,  # RecBole does not mask seen items for sequential models
+    "max_len": 50,  # used only when datasets.toml has no entry
+}
+SETTABLE = ("batch_size", "eval_batch_size", "lr", "stopping_step", "mask_history")
+# Keys that cannot change a number; left out of the config hash.
+NON_SEMANTIC = ("device", "data_dir", "results_dir", "eval_batch_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    dataset: str
+    model: str
+    preset: str
+    objective: str
+    seed: int
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    lr: float
+    stopping_step: int
+    mask_history: bool
+    max_len: int
+    dropout: float | None  # None: the model's own default (preset recbole without --dropout)
+    model_config: dict[str, Any]  # the model's full resolved Config
+    device: str
+    data_dir: str
+    results_dir: str
+    sources: dict[str, str]  # key (model keys as "model.<key>") -> where its value came from
+
+    def semantic(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in (*NON_SEMANTIC, "sources"):
+            d.pop(k)
+        return d
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.semantic(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "config_hash": self.config_hash()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _coerce(key: str, raw: str, default: Any) -> Any:
+    """Parse a `--set` value to the type of the key's default."""
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise UsageError(
+            f"--set {key}={raw}: expected a {type(default).__name__} like {default!r}"
+        ) from None
+    return raw
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects key=value, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve(
+    *,
+    dataset: str,
+    model: str,
+    cli: dict[str, Any],
+    sets: list[str] | None = None,
+    dataset_defaults: Any = None,
+    device: str = "auto",
+    data_dir: str = "data",
+    results_dir: str = "results",
+) -> TrainConfig:
+    """Merge defaults, datasets.toml (`dataset_defaults` with .max_len/.dropout), preset and
+    command-line values (`cli`: key -> value or None when not given) into a TrainConfig."""
+    from matrrec_cli.models import get_model_class, make_config
+
+    values: dict[str, Any] = dict(TRAINER_DEFAULTS)
+    sources = dict.fromkeys(values, DEFAULT)
+    unknown = sorted(set(cli) - set(values) - {"dropout"})
+    if unknown:
+        raise UsageError(f"unknown training option(s): {', '.join(unknown)}")
+    if dataset_defaults is not None:
+        values["max_len"] = int(dataset_defaults.max_len)
+        sources["max_len"] = DATASETS_TOML
+    dropout, sources["dropout"] = None, DEFAULT
+    for key, value in cli.items():
+        if value is not None and key != "dropout":
+            values[key], sources[key] = value, CLI
+    if values["preset"] not in ("paper", "recbole"):
+        raise UsageError(f"--preset must be paper or recbole, not {values['preset']!r}")
+    if values["objective"] not in ("prefix", "all"):
+        raise UsageError(f"--objective must be prefix or all, not {values['objective']!r}")
+    if cli.get("dropout") is not None:
+        dropout, sources["dropout"] = float(cli["dropout"]), CLI
+    elif values["preset"] == "paper" and dataset_defaults is not None:
+        dropout, sources["dropout"] = float(dataset_defaults.dropout), DATASETS_TOML
+
+    cls = get_model_class(model)
+    if values["objective"] == "all" and not cls.supports_all_objective:
+        raise UsageError(f"model {model!r} cannot train with --objective all; use prefix")
+    model_defaults = dataclasses.asdict(make_config(model))
+    overrides: dict[str, Any] = {}
+    model_src = dict.fromkeys(model_defaults, DEFAULT)
+    if values["preset"] == "paper":
+        for k, v in cls.paper_overrides(dropout=dropout if dropout is not None else 0.0).items():
+            overrides[k], model_src[k] = v, "preset paper"
+    if dropout is not None:
+        for k, v in cls.dropout_overrides(dropout).items():
+            overrides[k], model_src[k] = v, sources["dropout"]
+    if values["preset"] == "paper" and dropout is None:
+        for k in cls.dropout_overrides(0.0):  # no dataset dropout known: keep the model default
+            overrides.pop(k, None)
+            model_src[k] = DEFAULT
+    for key, raw in parse_sets(sets or []).items():
+        if key in SETTABLE:
+            values[key], sources[key] = _coerce(key, raw, TRAINER_DEFAULTS[key]), f"{CLI} --set"
+        elif key in model_defaults:
+            overrides[key] = _coerce(key, raw, model_defaults[key])
+            model_src[key] = f"{CLI} --set"
+        else:
+            raise UsageError(
+                f"--set {key}: unknown key; trainer keys: {', '.join(SETTABLE)}; "
+                f"model {model!r} keys: {', '.join(sorted(model_defaults))}"
+            )
+    model_config = dataclasses.asdict(make_config(model, overrides))  # validates values
+    for key in ("epochs", "batch_size", "eval_batch_size", "max_len", "stopping_step"):
+        if int(values[key]) < 1 and not (key == "stopping_step" and values[key] == 0):
+            raise UsageError(f"{key.replace('_', '-')} must be at least 1, not {values[key]}")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise UsageError(f"--dropout must be in [0, 1), not {dropout}")
+    sources.update({f"model.{k}": v for k, v in model_src.items()})
+    for k in ("device", "data_dir", "results_dir"):
+        sources[k] = CLI
+    return TrainConfig(
+        dataset=dataset, model=model.lower(), preset=values["preset"],
+        objective=values["objective"], seed=int(values["seed"]), epochs=int(values["epochs"]),
+        batch_size=int(values["batch_size"]), eval_batch_size=int(values["eval_batch_size"]),
+        lr=float(values["lr"]), stopping_step=int(values["stopping_step"]),
+        mask_history=bool(values["mask_history"]), max_len=int(values["max_len"]),
+        dropout=dropout, model_config=model_config, device=device, data_dir=str(data_dir),
+        results_dir=str(results_dir), sources=sources,
+    )
+
+
+def check_known(cfg: TrainConfig) -> None:
+    """Raise if a stored config names a model whose settings no longer validate."""
+    from matrrec_cli.models import make_config
+
+    try:
+        make_config(cfg.model, cfg.model_config)
+    except MatrrecError as exc:
+        raise MatrrecError(f"stored configuration no longer valid: {exc}") from None

@@ -1,0 +1,87 @@
+"""Dataset name -> samples -> run directory: what `matrrec train` and `matrrec evaluate` call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matrrec_cli.errors import MatrrecError
+from matrrec_cli.train import runs
+from matrrec_cli.train.config import TrainConfig
+from matrrec_cli.train.progress import Reporter
+from matrrec_cli.train.samples import SplitData, build_sequences, split
+
+
+def dataset_defaults(name: str, data_dir: str | Path) -> Any:
+    """The paper's per-dataset settings from datasets.toml (.max_len, .dropout)."""
+    from matrrec_cli.data.registry import training_defaults
+
+    return training_defaults(name, data_dir)
+
+
+def load_split(cfg: TrainConfig) -> SplitData:
+    """The prepared interactions of cfg.dataset as leave-one-out samples (protocol §2)."""
+    from matrrec_cli.data.prepared import load_interactions, load_meta
+
+    df = load_interactions(cfg.dataset, cfg.data_dir)
+    meta = load_meta(cfg.dataset, cfg.data_dir)
+    # the catalogue size comes from the metadata (real items + padding), not from max(item)
+    return split(build_sequences(df, n_items=int(meta["n_items"]) + 1), max_len=cfg.max_len,
+                 objective=cfg.objective)
+
+
+def model_builder(cfg: TrainConfig, n_items: int):
+    from matrrec_cli.models import build_model
+
+    return lambda: build_model(cfg.model, n_items=n_items, max_len=cfg.max_len,
+                               overrides=cfg.model_config)
+
+
+def train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[str, Any], Path]:
+    """Train cfg in a new run directory, or continue its newest unfinished run (`resume`)."""
+    from matrrec_cli.train.trainer import fit
+
+    data = load_split(cfg)
+    reporter.note(
+        f"{cfg.dataset}: {len(data.valid)} users, {data.seqs.n_items - 1} items, "
+        f"{len(data.train)} train rows ({cfg.objective}), max_len {cfg.max_len}"
+    )
+    run_dir = runs.find_unfinished(cfg) if resume else None
+    if resume and run_dir is None:
+        reporter.note("no unfinished run of this configuration; starting a new one")
+    run_dir = run_dir or runs.new_run_dir(cfg)
+    reporter.note(f"run directory: {run_dir}")
+    metrics = fit(cfg, data, model_builder(cfg, data.seqs.n_items), run_dir, reporter=reporter)
+    return metrics, run_dir
+
+
+def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = None,
+                 mask_history: bool | None = None, data_dir: str | None = None,
+                 batch_size: int | None = None) -> dict[str, Any]:
+    """Reload best.pt of a run and recompute one split's metrics; compare with the stored ones."""
+    from dataclasses import replace
+
+    from matrrec_cli.train.evaluate import evaluate
+    from matrrec_cli.train.metrics import rounded
+    from matrrec_cli.train.trainer import load_checkpoint, resolve_device
+
+    run_dir = Path(run_dir)
+    cfg, stored = runs.load_run(run_dir)
+    if not (run_dir / runs.BEST).exists():
+        raise MatrrecError(f"{run_dir} has no {runs.BEST} yet; train it (matrrec train --resume)")
+    same_protocol = mask_history is None or mask_history == cfg.mask_history
+    cfg = replace(cfg, data_dir=data_dir or cfg.data_dir,
+                  mask_history=cfg.mask_history if mask_history is None else mask_history)
+    data = load_split(cfg)
+    dev = resolve_device(device or "auto")
+    model = model_builder(cfg, data.seqs.n_items)().to(dev)
+    model.load_state_dict(load_checkpoint(run_dir / runs.BEST)["model"])
+    res = evaluate(model, data, split=split_name, device=dev,
+                   batch_size=batch_size or cfg.eval_batch_size, mask_history=cfg.mask_history)
+    out: dict[str, Any] = {"run_dir": str(run_dir), "split": split_name,
+                           "metrics": rounded(res.metrics), "metrics_full": res.metrics,
+                           "mask_history": cfg.mask_history}
+    if stored is not None and same_protocol:
+        out["stored"] = stored[f"{split_name}_full"]
+        out["matches_stored"] = stored[f"{split_name}_full"] == res.metrics
+    return out

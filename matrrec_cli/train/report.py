@@ -1,0 +1,105 @@
+"""Table 2 of the paper rebuilt from the run records.
+
+Rows are (dataset, metric) and columns models, as in the paper; each cell is the mean over seeds
+of the test metric rounded to 4 decimals (± std when there are several seeds). The best value in
+a row is bold, the second best underlined (ties share the mark). The improvement columns give
+MaTrRec's relative gain over SASRec and over Mamba4Rec, as the paper's last two columns.
+
+Where a (dataset, model) has runs of several configurations, the one with the most seeds (then the
+newest) is used; the settings of every cell (preset, objective, max_len, seeds) are listed too.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from matrrec_cli.errors import MatrrecError
+from matrrec_cli.train.runs import finished_runs
+
+MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "core",
+               "mamba4rec", "matrrec")  # Table 2's columns (a)..(i)
+DATASET_ORDER = ("ml-1m", "musical", "health", "electronics", "office")
+METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@10")
+OURS, VS = "matrrec", ("sasrec", "mamba4rec")
+
+
+def _seedless_key(cfg: dict[str, Any]) -> str:
+    keep = {k: v for k, v in cfg.items()
+            if k not in ("seed", "sources", "config_hash", "device", "data_dir", "results_dir",
+                         "eval_batch_size")}
+    return repr(sorted(keep.items()))
+
+
+def collect(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataFrame:
+    """One row per (dataset, model, metric): mean, std, seeds and settings of the chosen config."""
+    groups: dict[tuple[str, str, str], list[tuple[Path, dict, dict]]] = {}
+    for run, cfg, metrics in finished_runs(results_dir):
+        if datasets and cfg["dataset"] not in datasets:
+            continue
+        groups.setdefault((cfg["dataset"], cfg["model"], _seedless_key(cfg)), []).append(
+            (run, cfg, metrics))
+    chosen: dict[tuple[str, str], list[tuple[Path, dict, dict]]] = {}
+    for (ds, model, _), members in groups.items():
+        best = chosen.get((ds, model))
+        by_seed = {cfg["seed"]: (run, cfg, m) for run, cfg, m in sorted(members)}  # newest wins
+        cand = list(by_seed.values())
+        if best is None or (len(cand), max(r.name for r, _, _ in cand)) > (
+                len(best), max(r.name for r, _, _ in best)):
+            chosen[(ds, model)] = cand
+    rows = []
+    for (ds, model), members in chosen.items():
+        cfg = members[0][1]
+        for metric in METRICS:
+            values = [m["test"][metric] for _, _, m in members]
+            rows.append({
+                "dataset": ds, "model": model, "metric": metric,
+                "mean": round(statistics.fmean(values), 4),
+                "std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
+                "n_seeds": len(values), "seeds": " ".join(str(c["seed"]) for _, c, _ in members),
+                "preset": cfg["preset"], "objective": cfg["objective"],
+                "max_len": cfg["max_len"], "epochs_cap": cfg["epochs"],
+            })
+    if not rows:
+        raise MatrrecError(f"no finished runs under {Path(results_dir) / 'runs'}; "
+                           "run matrrec train first")
+    return pd.DataFrame(rows)
+
+
+def _order(values: list[str], order: tuple[str, ...]) -> list[str]:
+    return sorted(set(values), key=lambda v: (order.index(v) if v in order else len(order), v))
+
+
+def table2(long: pd.DataFrame) -> pd.DataFrame:
+    """Long records -> the paper's layout, with best/second marks and improvement columns."""
+    out = []
+    for ds in _order(long["dataset"].tolist(), DATASET_ORDER):
+        sub = long[long["dataset"] == ds]
+        models = _order(sub["model"].tolist(), MODEL_ORDER)
+        for metric in METRICS:
+            cells = sub[sub["metric"] == metric].set_index("model")
+            means = {m: float(cells.loc[m, "mean"]) for m in models if m in cells.index}
+            ranked = sorted(set(means.values()), reverse=True)
+            row: dict[str, Any] = {"dataset": ds, "metric": metric}
+            for m, v in means.items():
+                std = cells.loc[m, "std"]
+                row[m] = v
+                row[f"{m}_std"] = None if pd.isna(std) else float(std)
+                row[f"{m}_mark"] = ("best" if v == ranked[0] else
+                                    "second" if len(ranked) > 1 and v == ranked[1] else "")
+            for base in VS:
+                ok = OURS in means and base in means and means[base] > 0
+                row[f"improvement_vs_{base}_pct"] = (
+                    round(100 * (means[OURS] - means[base]) / means[base], 2) if ok else None)
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def write_csv(wide: pd.DataFrame, path: Path) -> None:
+    from matrrec_cli.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        wide.to_csv(tmp, index=False)

@@ -1,0 +1,93 @@
+"""Run directories and their records.
+
+    results/runs/<dataset>/<model>/<run-id>/
+        config.json      resolved TrainConfig with the source of every value, and its hash
+        env.json         package versions, git revision, device, Mamba backend used
+        history.jsonl    one JSON object per epoch (loss, valid metrics, early-stopping state)
+        last.pt          checkpoint after the latest epoch (everything --resume needs)
+        best.pt          model weights of the best valid epoch (what the test uses)
+        ranks.parquet    per-user rank of the target, valid and test (for significance tests)
+        metrics.json     final valid and test metrics; its presence marks the run finished
+
+The run id is `<UTC time>-<config hash>`; `--resume` picks the newest unfinished run whose
+config.json has the same hash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from matrrec_cli.errors import MatrrecError
+from matrrec_cli.train.config import TrainConfig
+
+CONFIG, METRICS, HISTORY, RANKS, ENV = (
+    "config.json", "metrics.json", "history.jsonl", "ranks.parquet", "env.json",
+)
+LAST, BEST = "last.pt", "best.pt"
+
+
+def runs_root(results_dir: str | Path, dataset: str, model: str) -> Path:
+    return Path(results_dir) / "runs" / dataset / model
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    """A fresh, unique run directory for `cfg`."""
+    root = runs_root(cfg.results_dir, cfg.dataset, cfg.model)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{cfg.config_hash()}"
+    for i in range(1000):
+        path = root / (base if i == 0 else f"{base}-{i}")
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise MatrrecError(f"could not create a run directory under {root}")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MatrrecError(f"cannot read {path}: {exc}") from None
+
+
+def find_unfinished(cfg: TrainConfig) -> Path | None:
+    """The newest run of the same configuration that has no metrics.json yet."""
+    root = runs_root(cfg.results_dir, cfg.dataset, cfg.model)
+    if not root.is_dir():
+        return None
+    want = cfg.config_hash()
+    for path in sorted(root.iterdir(), key=lambda p: p.name, reverse=True):
+        conf = path / CONFIG
+        if (path / METRICS).exists() or not conf.exists():
+            continue
+        try:
+            if json.loads(conf.read_text()).get("config_hash") == want:
+                return path
+        except (OSError, json.JSONDecodeError):
+            continue
+    return None
+
+
+def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """A run's config and (if finished) metrics record."""
+    path = Path(run_dir)
+    if not (path / CONFIG).exists():
+        raise MatrrecError(f"{path} is not a run directory (no {CONFIG}); see results/runs/")
+    cfg = TrainConfig.from_dict(read_json(path / CONFIG))
+    metrics = read_json(path / METRICS) if (path / METRICS).exists() else None
+    return cfg, metrics
+
+
+def finished_runs(results_dir: str | Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
+    """(run dir, config dict, metrics dict) of every finished run under results/runs."""
+    root = Path(results_dir) / "runs"
+    out = []
+    for metrics_path in sorted(root.glob(f"*/*/*/{METRICS}")):
+        run = metrics_path.parent
+        out.append((run, read_json(run / CONFIG), read_json(metrics_path)))
+    return out
