@@ -32,21 +32,20 @@ from torch import nn
 
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.models.base import SeqBatch, SequentialRecommender, gather_last
-from matrrec_cli.models.layers import TransformerEncoder, attention_mask, init_normal_
+from matrrec_cli.models.layers import (
+    TransformerConfig,
+    TransformerEncoder,
+    attention_mask,
+    init_normal_,
+)
 
 
 @dataclasses.dataclass
-class BERT4RecConfig:
-    """RecBole 1.2.1 `properties/model/BERT4Rec.yaml`."""
+class BERT4RecConfig(TransformerConfig):
+    """RecBole 1.2.1 `BERT4Rec.yaml`: SASRec's keys with dropout 0.2, plus masking."""
 
-    n_layers: int = 2  # transformer layers; the paper preset sets 1
-    n_heads: int = 2  # attention heads; the paper preset sets 1
-    hidden_size: int = 64  # embedding and model width
-    inner_size: int = 256  # FFN width
     hidden_dropout_prob: float = 0.2  # embeddings, attention output, FFN output
     attn_dropout_prob: float = 0.2  # on the attention probabilities
-    layer_norm_eps: float = 1e-12  # every LayerNorm
-    initializer_range: float = 0.02  # std of the normal init
     mask_ratio: float = 0.2  # i.i.d. mask probability, and int(mask_ratio·L) trained slots
     ft_ratio: float = 0.5  # probability per batch of masking only the last item
     mask_position_zero: bool = False  # False: RecBole's quirk, a mask at position 0 is ignored

@@ -8,6 +8,7 @@ softmax(q·kᵀ/√d + mask) with RecBole's additive −10000 mask (protocol §6
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Literal
 
@@ -16,6 +17,20 @@ import torch.nn.functional as F
 from torch import nn
 
 AttnImpl = Literal["explicit", "sdpa"]
+
+
+@dataclasses.dataclass
+class TransformerConfig:
+    """RecBole's transformer keys (SASRec.yaml defaults), shared by the transformer baselines."""
+
+    n_layers: int = 2  # transformer layers; the paper preset sets 1
+    n_heads: int = 2  # attention heads; the paper preset sets 1
+    hidden_size: int = 64  # embedding and model width
+    inner_size: int = 256  # FFN width
+    hidden_dropout_prob: float = 0.5  # embeddings, attention output, FFN output
+    attn_dropout_prob: float = 0.5  # on the attention probabilities
+    layer_norm_eps: float = 1e-12  # every LayerNorm
+    initializer_range: float = 0.02  # std of the normal init
 
 
 def attention_mask(

@@ -15,22 +15,17 @@ import torch
 from torch import nn
 
 from matrrec_cli.models.base import SequentialRecommender
-from matrrec_cli.models.layers import TransformerEncoder, attention_mask, init_normal_
+from matrrec_cli.models.layers import (
+    TransformerConfig,
+    TransformerEncoder,
+    attention_mask,
+    init_normal_,
+)
 
 
 @dataclasses.dataclass
-class SASRecConfig:
-    """RecBole 1.2.1 `properties/model/SASRec.yaml`."""
-
-    n_layers: int = 2  # transformer layers; the paper preset sets 1
-    n_heads: int = 2  # attention heads; the paper preset sets 1
-    hidden_size: int = 64  # embedding and model width
-    inner_size: int = 256  # FFN width
-    hidden_dropout_prob: float = 0.5  # embeddings, attention output, FFN output
-    attn_dropout_prob: float = 0.5  # on the attention probabilities
-    layer_norm_eps: float = 1e-12  # every LayerNorm
-    initializer_range: float = 0.02  # std of the normal init
-
+class SASRecConfig(TransformerConfig):
+    """RecBole 1.2.1 `properties/model/SASRec.yaml` (= TransformerConfig's defaults)."""
 
 class SASRec(SequentialRecommender):
     """SASRec with CE over all items. Causal: trains on "prefix" or "all"."""
