@@ -21,11 +21,12 @@ import traceback
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_mamba import AttentionBlock  # the same baseline block as the CPU bench
 
 from matrrec_cli.models.mamba import Mamba
 
@@ -83,19 +84,6 @@ def parity(args: argparse.Namespace) -> dict:
             print(f"parity {init} L{L} fp32: worst rel {worst:.2e}", flush=True)
     out["ok"] = all(c["ok"] for c in out["cases"].values())
     return out
-
-
-class AttentionBlock(nn.Module):
-    """Causal single-head attention of the same width: Linear qkv, SDPA, out projection."""
-
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.qkv = nn.Linear(d, 3 * d)
-        self.out = nn.Linear(d, d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv(x)[:, None].chunk(3, dim=-1)  # (B, 1, L, D) each
-        return self.out(F.scaled_dot_product_attention(q, k, v, is_causal=True)[:, 0])
 
 
 def time_block(block: nn.Module, shape: tuple[int, int], dev: torch.device, reps: int) -> dict:
