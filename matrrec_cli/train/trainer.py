@@ -170,16 +170,17 @@ def fit(
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             batch = make_batch(data, train.take(idx), objective=cfg.objective).to(device)
             loss = model.calculate_loss(batch)
-            if not torch.isfinite(loss):
+            loss_value = loss.item()  # one host sync per batch serves the check, total and progress
+            if not math.isfinite(loss_value):
                 raise MatrrecError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; training "
+                    f"loss became {loss_value} at epoch {epoch + 1}, batch {i + 1}; training "
                     f"stopped, the last good checkpoint is {last_path if epoch else 'none'}"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item()
-            reporter.batch(loss=loss.item())
+            total += loss_value
+            reporter.batch(loss=loss_value)
         valid = evaluate(model, data, split="valid", device=device,
                          batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history)
         score = round(valid.metrics[VALID_METRIC], 4)
