@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "matrrec_cli.commands.data",
     "matrrec_cli.commands.train",
     "matrrec_cli.commands.report",
+    "matrrec_cli.commands.experiments",
 ]
 
 for _name in COMMAND_MODULES:

@@ -68,6 +68,44 @@ def register(app: typer.Typer) -> None:
             print(f"{spec.name}: {meta['n_users']} users, {meta['n_items']} items, "
                   f"{meta['n_interactions']} interactions -> {root / spec.name}", file=sys.stderr)
 
+    @app.command("import")
+    def import_(
+        name: Annotated[str, typer.Argument(help="Name for the dataset (not a registered one).")],
+        from_file: Annotated[Path, typer.Option(help="The file to import.")],
+        format_: Annotated[str, typer.Option(
+            "--format", help="table (CSV/TSV/Parquet), inter (RecBole), seq (user i1 i2 ...), "
+                             "pairs (user item, grouped by user).")],
+        kcore: Annotated[int, typer.Option(
+            help="Iterative k-core on users and items; 0 keeps the data as given.")] = 5,
+        user_col: Annotated[str, typer.Option(help="table: user column.")] = "user",
+        item_col: Annotated[str, typer.Option(help="table: item column.")] = "item",
+        time_col: Annotated[str, typer.Option(
+            help="table: time column, or 'none' when rows are in time order.")] = "timestamp",
+        sep: Annotated[str | None, typer.Option(
+            help="table: CSV separator [default: tab for .tsv, else comma].")] = None,
+        max_len: Annotated[int, typer.Option(help="Default L for training on it.")] = 50,
+        dropout: Annotated[float, typer.Option(help="Default dropout for training on it.")]
+            = 0.4,
+        data_dir: DataDir = None,
+    ) -> None:
+        """Import a dataset that is not in datasets.toml; then every command accepts NAME.
+
+        Records the source file's sha256, the format and the filter in meta.json.
+
+        Example: matrrec import beauty --from-file Beauty.txt --format seq
+        """
+        from matrrec_cli.data.importer import import_dataset
+        from matrrec_cli.paths import data_dir as resolve
+
+        root = resolve(data_dir)
+        cols = {"user_col": user_col, "item_col": item_col, "time_col": time_col, "sep": sep} \
+            if format_ == "table" else {}
+        meta = import_dataset(name, from_file, format_, root, kcore=kcore, max_len=max_len,
+                              dropout=dropout, **cols)
+        print(f"{name}: {meta['n_users']} users, {meta['n_items']} items, "
+              f"{meta['n_interactions']} interactions ({meta['n_raw_interactions']} read, "
+              f"{kcore}-core) -> {root / name}", file=sys.stderr)
+
     @app.command()
     def stats(
         dataset: Annotated[list[str] | None, typer.Option("--dataset", help="Dataset (repeat); "
@@ -89,7 +127,10 @@ def register(app: typer.Typer) -> None:
         from matrrec_cli.paths import results_dir as resolve_results
 
         root = resolve(data_dir)
-        names = list(dataset or [n for n in dataset_names() if (root / n / "meta.json").exists()])
+        registered = [n for n in dataset_names() if (root / n / "meta.json").exists()]
+        imported = sorted(p.parent.name for p in root.glob("*/meta.json")
+                          if p.parent.name not in dataset_names())
+        names = list(dataset or registered + imported)
         if not names:
             raise UsageError(f"no prepared dataset in {root}; run `matrrec download ml-100k`")
         df = stats_table(names, root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,7 +33,7 @@ def table2(
 
     rdir = results_path(results_dir)
     long = report.collect(rdir, dataset)
-    wide = report.table2(long)
+    wide = report.table2(long, sig_marks=_marks(rdir, dataset))
     path = rdir / "table2_overall.csv"
     report.write_csv(wide, path)
 
@@ -59,8 +60,11 @@ def table2(
             mark = row.get(f"{m}_mark")
             cells.append(f"[bold]{text}[/]" if mark == "best" else
                          f"[underline]{text}[/]" if mark == "second" else text)
-        imps = [row.get(f"improvement_vs_{b}_pct") for b in report.VS]
-        imp_cells = ["-" if x is None or x != x else f"{x:.2f}%" for x in imps]
+        imp_cells = []
+        for b in report.VS:
+            x = row.get(f"improvement_vs_{b}_pct")
+            star = "*" if row.get(f"improvement_vs_{b}_significant") is True else ""
+            imp_cells.append("-" if x is None or x != x else f"{x:.2f}%{star}")
         table.add_row(row["dataset"] if row["dataset"] != previous else "", row["metric"],
                       *cells, *imp_cells)
         previous = row["dataset"]
@@ -71,7 +75,107 @@ def table2(
         console.print(f"  {s['dataset']}/{s['model']}: preset {s['preset']}, objective "
                       f"{s['objective']}, L {s['max_len']}, max epochs {s['epochs_cap']}, "
                       f"seeds {s['seeds']}")
+    console.print("  * improvement significant at p < 0.01 (Benjamini-Hochberg corrected; "
+                  "Wilcoxon on NDCG@10, exact McNemar on Recall@K; matrrec report "
+                  "significance)")
     print(f"written {path}", file=sys.stderr)
+
+
+def _marks(rdir: Path, datasets: list[str] | None) -> dict | None:
+    """Significance marks when per-user ranks of matrrec and a baseline exist, else None."""
+    from matrrec_cli.errors import MatrrecError
+    from matrrec_cli.experiments import significance as sig
+
+    try:
+        return sig.marks(sig.significance(rdir, datasets))
+    except MatrrecError:
+        return None
+
+
+@report_app.command("significance")
+def significance(
+    dataset: Annotated[list[str] | None, typer.Option(
+        help="Only these datasets (repeatable) [default: all with runs].")] = None,
+    results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
+) -> None:
+    """Paired tests of MaTrRec vs each baseline on the same test users (per-user ranks).
+
+    Paired t-test and Wilcoxon on NDCG@10, exact McNemar on Recall@5/10/20; Benjamini-Hochberg
+    corrected over all tests shown. Writes results/significance.csv.
+
+    Example: matrrec report significance --dataset ml-100k
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from matrrec_cli.experiments import significance as sig
+    from matrrec_cli.io import atomic_path
+    from matrrec_cli.paths import results_dir as results_path
+
+    rdir = results_path(results_dir)
+    df = sig.significance(rdir, dataset)
+    path = rdir / "significance.csv"
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    table = Table(title="MaTrRec vs baselines: paired tests over test users "
+                        f"(BH-corrected, significant: p_bh < {sig.ALPHA} and MaTrRec higher)")
+    for col in ("dataset", "baseline", "metric", "test", "users", "matrrec", "baseline ",
+                "p", "p_bh", "sig."):
+        table.add_column(col, justify="left" if col in ("dataset", "baseline", "metric", "test")
+                         else "right")
+    for _, r in df.iterrows():
+        table.add_row(r["dataset"], r["baseline"], r["metric"], r["test"], str(r["n_users"]),
+                      f"{r['ours']:.4f}", f"{r['base']:.4f}", f"{r['p']:.2e}",
+                      f"{r['p_bh']:.2e}", "[bold]yes[/]" if r["significant"] else "no")
+    Console().print(table)
+    print(f"written {path}", file=sys.stderr)
+
+
+@report_app.command("breakdown")
+def breakdown(
+    dataset: Annotated[str, typer.Option(help="Dataset with finished runs.")],
+    results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
+    data_dir: Annotated[str | None, typer.Option(
+        help="Data directory [default: the runs'].")] = None,
+) -> None:
+    """Cold-start breakdown: test Recall@10/NDCG@10 by history length and target popularity.
+
+    For every model with finished runs on the dataset. Writes results/breakdown_<dataset>.csv
+    and .png.
+
+    Example: matrrec report breakdown --dataset ml-100k
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from matrrec_cli.experiments import breakdown as bd
+    from matrrec_cli.io import atomic_path
+    from matrrec_cli.paths import results_dir as results_path
+
+    rdir = results_path(results_dir)
+    df = bd.breakdown(rdir, dataset, data_dir)
+    csv, png = rdir / f"breakdown_{dataset}.csv", rdir / f"breakdown_{dataset}.png"
+    with atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=False)
+    bd.plot(df, png)
+    console = Console()
+    for by in ("history_length", "target_popularity"):
+        sub = df[df["by"] == by]
+        models = list(dict.fromkeys(sub["model"]))
+        table = Table(title=f"{dataset}: test NDCG@10 / Recall@10 by {by.replace('_', ' ')}")
+        table.add_column("bucket")
+        table.add_column("users", justify="right")
+        for m in models:
+            table.add_column(m, justify="right")
+        for bucket in dict.fromkeys(sub["bucket"]):
+            cells = sub[sub["bucket"] == bucket].set_index("model")
+            best = cells["ndcg@10"].max()
+            table.add_row(bucket, str(int(cells["n_users"].iloc[0])), *(
+                ("[bold]" if cells.loc[m, "ndcg@10"] == best else "[not bold]")
+                + f"{cells.loc[m, 'ndcg@10']:.4f} / {cells.loc[m, 'recall@10']:.4f}[/]"
+                for m in models))
+        console.print(table)
+    print(f"written {csv} and {png}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -62,12 +62,43 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> None:
     Console(stderr=True).print(table)
 
 
+def _train_seeds(*, dataset: str, model: str, seeds: str, seed: int | None, device: str,
+                 cli: dict[str, Any], sets: list[str], ddir: Path, rdir: Path,
+                 json_out: bool) -> None:
+    """`train --seeds`: one run per seed through the experiment runner, then mean ± std."""
+    from matrrec_cli.experiments.runner import RunSpec, mean_std, parse_seeds, run_all
+
+    given = tuple((k, v) for k, v in cli.items() if v is not None)
+    spec = RunSpec(dataset=dataset, model=model, label=model, cli=given, sets=tuple(sets))
+    results = run_all([spec], parse_seeds(seeds, seed=seed), device=device, data_dir=ddir,
+                      results_dir=rdir)
+    summary: dict[str, dict[str, float | None]] = {}
+    for split_name in ("valid", "test"):
+        names = list(results[0].metrics[split_name])
+        summary[split_name] = {}
+        for n in names:
+            mean, std = mean_std([r.metrics[split_name][n] for r in results])
+            summary[split_name][n] = round(mean, 4)
+            summary[split_name][f"{n}_std"] = None if std is None else round(std, 4)
+    rows = {f"seed {r.seed}": r.metrics["test"] for r in results}
+    rows["mean"] = {n: summary["test"][n] for n in results[0].metrics["test"]}
+    rows["std"] = {n: summary["test"][f"{n}_std"] or 0.0 for n in results[0].metrics["test"]}
+    _metrics_table(f"{model} on {dataset}: test metrics over {len(results)} seeds", rows)
+    if json_out:
+        print(json.dumps({"seeds": [r.seed for r in results],
+                          "runs": [str(r.run_dir) for r in results],
+                          "valid": summary["valid"], "test": summary["test"]}))
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         dataset: Annotated[str, typer.Option(help="Prepared dataset (see matrrec download).")],
         model: Annotated[str, typer.Option(help="Model name (model registry).")] = "matrrec",
         seed: Annotated[int | None, typer.Option(help="Random seed [default: 2020].")] = None,
+        seeds: Annotated[str | None, typer.Option(
+            help="Several seeds: a count K (seed..seed+K-1) or a list 2020,2021; finished runs "
+                 "are reused, the summary shows mean ± std.")] = None,
         epochs: Annotated[int | None, typer.Option(help="Maximum epochs [default: 300].")] = None,
         max_len: Annotated[int | None, typer.Option(
             help="History length L [default: datasets.toml].")] = None,
@@ -101,6 +132,12 @@ def register(app: typer.Typer) -> None:
         from matrrec_cli.train.progress import Reporter
 
         ddir, rdir = data_path(data_dir), results_path(results_dir)
+        if seeds is not None:
+            _train_seeds(dataset=dataset, model=model, seeds=seeds, seed=seed, device=device,
+                         cli={"epochs": epochs, "max_len": max_len, "dropout": dropout,
+                              "objective": objective, "preset": preset},
+                         sets=set_ or [], ddir=ddir, rdir=rdir, json_out=json_out)
+            return
         cfg = config_mod.resolve(
             dataset=dataset, model=model,
             cli={"seed": seed, "epochs": epochs, "max_len": max_len, "dropout": dropout,

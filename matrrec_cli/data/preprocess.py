@@ -70,17 +70,30 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 def prepare(spec: DatasetSpec, src: Source, raw_path: Path, data_dir: Path, *,
             timestamp_order: TimestampOrder = "exact") -> dict:
-    """Write the prepared dataset; meta.json goes last, so its presence marks a complete prepare."""
-    out = Path(data_dir) / spec.name
-    (out / META).unlink(missing_ok=True)  # an interrupted re-prepare must not look prepared
+    """Read a registered dataset's raw dump and write its prepared form (see write_prepared)."""
     raw = read_raw(raw_path, src.format)
-    df, user_tokens, item_tokens = preprocess(raw, min_user=spec.kcore.user,
-                                              min_item=spec.kcore.item,
+    return write_prepared(
+        spec.name, raw, data_dir, min_user=spec.kcore.user, min_item=spec.kcore.item,
+        sources=[{"file": src.file, "format": src.format, "origin": src.label,
+                  "sha256": sha256_file(raw_path)}],
+        training={"max_len": spec.training.max_len, "dropout": spec.training.dropout},
+        where=str(raw_path), timestamp_order=timestamp_order)
+
+
+def write_prepared(name: str, raw: pd.DataFrame, data_dir: Path, *, min_user: int,
+                   min_item: int, sources: list[dict], training: dict, where: str,
+                   timestamp_order: TimestampOrder = "exact", extra: dict | None = None) -> dict:
+    """Filter, remap, sort and write `<data_dir>/<name>/`; meta.json goes last, so its presence
+    marks a complete prepare."""
+    out = Path(data_dir) / name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / META).unlink(missing_ok=True)  # an interrupted re-prepare must not look prepared
+    df, user_tokens, item_tokens = preprocess(raw, min_user=min_user, min_item=min_item,
                                               timestamp_order=timestamp_order)
     outputs = [out / "interactions.parquet", out / "user_map.parquet", out / "item_map.parquet"]
     if df.empty:
-        raise MatrrecError(f"{raw_path}: no interactions left after the {spec.kcore.user}/"
-                           f"{spec.kcore.item}-core filter ({len(raw)} read)")
+        raise MatrrecError(f"{where}: no interactions left after the {min_user}/"
+                           f"{min_item}-core filter ({len(raw)} read)")
     try:
         _write_parquet(df, outputs[0])
         for path, tokens in zip(outputs[1:], (user_tokens, item_tokens), strict=True):
@@ -91,16 +104,16 @@ def prepare(spec: DatasetSpec, src: Source, raw_path: Path, data_dir: Path, *,
             path.unlink(missing_ok=True)
         raise
     meta = {
-        "name": spec.name,
+        "name": name,
         "n_users": len(user_tokens), "n_items": len(item_tokens), "n_interactions": len(df),
         "n_raw_interactions": len(raw),
-        "sources": [{"file": src.file, "format": src.format, "origin": src.label,
-                     "sha256": sha256_file(raw_path)}],
-        "filter": {"kcore_user": spec.kcore.user, "kcore_item": spec.kcore.item,
+        "sources": sources,
+        "filter": {"kcore_user": min_user, "kcore_item": min_item,
                    "duplicates": "kept", "timestamp_order": timestamp_order},
-        "training": {"max_len": spec.training.max_len, "dropout": spec.training.dropout},
+        "training": training,
         "versions": {"python": platform.python_version(), "pandas": pd.__version__,
                      "pyarrow": pa.__version__, "numpy": np.__version__},
+        **(extra or {}),
     }
     write_json(out / META, meta)
     return meta

@@ -34,11 +34,18 @@ def _seedless_key(cfg: dict[str, Any]) -> str:
     return repr(sorted(keep.items()))
 
 
-def collect(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataFrame:
-    """One row per (dataset, model, metric): mean, std, seeds and settings of the chosen config."""
+Members = list[tuple[Path, dict, dict]]
+
+
+def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
+                models: list[str] | None = None) -> dict[tuple[str, str], Members]:
+    """(dataset, model) -> the (run dir, config, metrics) of each seed of the configuration with
+    the most seeds (then the newest run): what every report uses for that cell."""
     groups: dict[tuple[str, str, str], list[tuple[Path, dict, dict]]] = {}
     for run, cfg, metrics in finished_runs(results_dir):
         if datasets and cfg["dataset"] not in datasets:
+            continue
+        if models and cfg["model"] not in models:
             continue
         groups.setdefault((cfg["dataset"], cfg["model"], _seedless_key(cfg)), []).append(
             (run, cfg, metrics))
@@ -47,9 +54,23 @@ def collect(results_dir: str | Path, datasets: list[str] | None = None) -> pd.Da
         best = chosen.get((ds, model))
         by_seed = {cfg["seed"]: (run, cfg, m) for run, cfg, m in sorted(members)}  # newest wins
         cand = list(by_seed.values())
-        if best is None or (len(cand), max(r.name for r, _, _ in cand)) > (
-                len(best), max(r.name for r, _, _ in best)):
+        if best is None or _priority(cand) > _priority(best):
             chosen[(ds, model)] = cand
+    return chosen
+
+
+def _priority(members: list[tuple[Path, dict, dict]]) -> tuple[bool, int, str]:
+    """Prefer the model as the preset defines it (no ablation `--set`, no swept max_len or
+    dropout), then more seeds, then the newest run."""
+    src = members[0][1].get("sources", {})
+    plain = not any(k.startswith("model.") and v.endswith("--set") for k, v in src.items()) \
+        and src.get("max_len") != "command line" and src.get("dropout") != "command line"
+    return plain, len(members), max(r.name for r, _, _ in members)
+
+
+def collect(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataFrame:
+    """One row per (dataset, model, metric): mean, std, seeds and settings of the chosen config."""
+    chosen = chosen_runs(results_dir, datasets)
     rows = []
     for (ds, model), members in chosen.items():
         cfg = members[0][1]
@@ -73,8 +94,10 @@ def _order(values: list[str], order: tuple[str, ...]) -> list[str]:
     return sorted(set(values), key=lambda v: (order.index(v) if v in order else len(order), v))
 
 
-def table2(long: pd.DataFrame) -> pd.DataFrame:
-    """Long records -> the paper's layout, with best/second marks and improvement columns."""
+def table2(long: pd.DataFrame,
+           sig_marks: dict[tuple[str, str, str], bool] | None = None) -> pd.DataFrame:
+    """Long records -> the paper's layout, with best/second marks and improvement columns;
+    `sig_marks` ((dataset, baseline, metric) -> significant) adds the paper's p < 0.01 marks."""
     out = []
     for ds in _order(long["dataset"].tolist(), DATASET_ORDER):
         sub = long[long["dataset"] == ds]
@@ -94,6 +117,8 @@ def table2(long: pd.DataFrame) -> pd.DataFrame:
                 ok = OURS in means and base in means and means[base] > 0
                 row[f"improvement_vs_{base}_pct"] = (
                     round(100 * (means[OURS] - means[base]) / means[base], 2) if ok else None)
+                if sig_marks is not None:
+                    row[f"improvement_vs_{base}_significant"] = sig_marks.get((ds, base, metric))
             out.append(row)
     return pd.DataFrame(out)
 

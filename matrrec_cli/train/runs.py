@@ -73,6 +73,18 @@ def find_unfinished(cfg: TrainConfig) -> Path | None:
     return None
 
 
+def find_finished(cfg: TrainConfig) -> Path | None:
+    """The newest finished run (metrics.json present) of exactly this configuration and seed."""
+    root = runs_root(cfg.results_dir, cfg.dataset, cfg.model)
+    if not root.is_dir():
+        return None
+    want = cfg.config_hash()
+    for path in sorted(root.iterdir(), key=lambda p: p.name, reverse=True):
+        if want in path.name and (path / METRICS).exists():
+            return path
+    return None
+
+
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any] | None]:
     """A run's config and (if finished) metrics record."""
     path = Path(run_dir)

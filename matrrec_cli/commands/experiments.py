@@ -1,0 +1,252 @@
+"""`matrrec ablate`, `matrrec sweep`, `matrrec profile`: the paper's Tables 3-5 and Figures 2-3.
+
+Thin wrappers: options -> RunSpecs (matrrec_cli.experiments) -> runner -> table/CSV/PNG.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from matrrec_cli.errors import UsageError
+
+DatasetOpt = Annotated[list[str] | None, typer.Option(
+    "--dataset", help="Prepared dataset (repeatable).")]
+SeedsOpt = Annotated[str | None, typer.Option(
+    help="Seeds: a count K (seed..seed+K-1) or a list 2020,2021 [default: one].")]
+SeedOpt = Annotated[int | None, typer.Option(help="First seed for --seeds K [default: 2020].")]
+EpochsOpt = Annotated[int | None, typer.Option(help="Maximum epochs [default: 300].")]
+ObjectiveOpt = Annotated[str | None, typer.Option(help="prefix (faithful) or all.")]
+PresetOpt = Annotated[str | None, typer.Option(help="paper or recbole.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+DirOpt = Annotated[str | None, typer.Option(help="Directory [default: ./data, ./results].")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="key=value for a model or trainer setting (repeatable).")]
+RetrainOpt = Annotated[bool, typer.Option(
+    help="Train again even where a finished run of the same configuration exists.")]
+
+
+def _dirs(data_dir: str | None, results_dir: str | None) -> tuple[Path, Path]:
+    from matrrec_cli.paths import data_dir as dpath
+    from matrrec_cli.paths import results_dir as rpath
+
+    return dpath(data_dir), rpath(results_dir)
+
+
+def _need(datasets: list[str] | None) -> list[str]:
+    if not datasets:
+        raise UsageError("give at least one --dataset (see matrrec datasets)")
+    return list(dict.fromkeys(datasets))
+
+
+def _write_csv(df: Any, path: Path) -> None:
+    from matrrec_cli.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    print(f"written {path}", file=sys.stderr)
+
+
+def _cell(value: float, std: Any, *, bold: bool = False, worse: bool = False) -> str:
+    from matrrec_cli.experiments.runner import fmt
+
+    text = fmt(value, None if std is None or std != std else float(std)) + (" ↓" if worse else "")
+    return f"[bold]{text}[/]" if bold else text
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def ablate(
+        dataset: DatasetOpt = None,
+        remove: Annotated[list[str] | None, typer.Option(
+            help="Remove a module: ffn, rc (all residuals) or dropout (repeatable).")] = None,
+        add: Annotated[list[str] | None, typer.Option(
+            help="Add a module: pe (learned positional embedding).")] = None,
+        heads: Annotated[list[int] | None, typer.Option(
+            help="A variant with N attention heads (repeatable).")] = None,
+        layers: Annotated[list[int] | None, typer.Option(
+            help="A variant with N Mamba+transformer layers (repeatable).")] = None,
+        all_: Annotated[bool, typer.Option(
+            "--all", help="The paper's six: add pe, remove ffn/rc/dropout, 2 heads, 2 layers.")]
+            = False,
+        seeds: SeedsOpt = None, seed: SeedOpt = None, epochs: EpochsOpt = None,
+        objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
+        data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
+        retrain: RetrainOpt = False,
+    ) -> None:
+        """Table 3: train MaTrRec's default and the requested ablations, render the table.
+
+        Bold: better than the default; ↓: more than 10 % below it. Finished runs of the same
+        configuration and seed are reused. Writes results/table3_ablation.csv.
+
+        Example: matrrec ablate --dataset musical --all --seeds 5
+        """
+        from rich.console import Console
+        from rich.table import Table
+
+        from matrrec_cli.experiments import ablation
+        from matrrec_cli.experiments.runner import parse_seeds, run_all
+
+        datasets = _need(dataset)
+        variant_list = ablation.variants(remove=remove or [], add=add or [], heads=heads or [],
+                                         layers=layers or [], all_=all_)
+        ddir, rdir = _dirs(data_dir, results_dir)
+        specs = ablation.specs(datasets, variant_list,
+                               {"epochs": epochs, "objective": objective, "preset": preset},
+                               set_ or [])
+        results = run_all(specs, parse_seeds(seeds, seed=seed), device=device, data_dir=ddir,
+                          results_dir=rdir, retrain=retrain)
+        df = ablation.table3(results)
+        _write_csv(df, rdir / "table3_ablation.csv")
+        table = Table(title="Table 3: ablations of MaTrRec (test, mean ± std over seeds; bold "
+                            "better than default, ↓ >10 % worse)")
+        table.add_column("architecture")
+        for ds in datasets:
+            for m in ablation.METRICS:
+                table.add_column(f"{ds} {m}", justify="right")
+        for label, _ in variant_list:
+            cells = []
+            for ds in datasets:
+                row = df[(df["dataset"] == ds) & (df["label"] == label)].iloc[0]
+                cells += [_cell(row[m], row[f"{m}_std"], bold=row[f"{m}_better"],
+                                worse=row[f"{m}_worse10"]) for m in ablation.METRICS]
+            table.add_row(label, *cells)
+        Console().print(table)
+
+    @app.command()
+    def sweep(
+        param: Annotated[str, typer.Argument(help="dropout or max-len.")],
+        values: Annotated[str, typer.Argument(help="Comma list, e.g. 0.1,0.2,0.3.")],
+        dataset: DatasetOpt = None,
+        model: Annotated[str, typer.Option(help="Model name.")] = "matrrec",
+        seeds: SeedsOpt = None, seed: SeedOpt = None, epochs: EpochsOpt = None,
+        max_len: Annotated[int | None, typer.Option(help="Fixed L for a dropout sweep.")] = None,
+        dropout: Annotated[float | None, typer.Option(
+            help="Fixed dropout for a max-len sweep.")] = None,
+        objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
+        data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
+        retrain: RetrainOpt = False,
+    ) -> None:
+        """Figures 2-3: train over a dropout or max-length sweep; CSV and a PNG line plot.
+
+        Writes results/sweep_<param>.csv and results/fig2_dropout.png or fig3_max_len.png.
+
+        Example: matrrec sweep dropout 0.1,0.2,0.3,0.4,0.5 --dataset musical
+        """
+        from rich.console import Console
+        from rich.table import Table
+
+        from matrrec_cli.experiments import sweep as sweep_mod
+        from matrrec_cli.experiments.runner import parse_seeds, run_all
+
+        datasets = _need(dataset)
+        _, vals = sweep_mod.parse(param, values)
+        ddir, rdir = _dirs(data_dir, results_dir)
+        cli = {"epochs": epochs, "objective": objective, "preset": preset, "max_len": max_len,
+               "dropout": dropout}
+        specs = sweep_mod.specs(param, vals, datasets, model, cli, set_ or [])
+        results = run_all(specs, parse_seeds(seeds, seed=seed), device=device, data_dir=ddir,
+                          results_dir=rdir, retrain=retrain)
+        df = sweep_mod.frame(param, results)
+        stem = param.replace("-", "_")
+        _write_csv(df, rdir / f"sweep_{stem}.csv")
+        png = rdir / f"{sweep_mod.PARAMS[param][2]}_{stem}.png"
+        sweep_mod.plot(param, df, png)
+        print(f"written {png}", file=sys.stderr)
+        table = Table(title=f"{model}: {param} sweep (test, mean ± std over seeds)")
+        for col in ("dataset", param, *sweep_mod.METRICS, "epochs"):
+            table.add_column(col, justify="left" if col == "dataset" else "right")
+        for _, r in df.iterrows():
+            best = df[df["dataset"] == r["dataset"]]["ndcg@10"].max()
+            table.add_row(r["dataset"], str(r[param]),
+                          *(_cell(r[m], r[f"{m}_std"], bold=(m == "ndcg@10" and r[m] == best))
+                            for m in sweep_mod.METRICS), str(r["epochs"]))
+        Console().print(table)
+
+    @app.command()
+    def profile(
+        dataset: DatasetOpt = None,
+        synthetic_like: Annotated[list[str] | None, typer.Option(
+            help="Random data with this dataset's Table 1 statistics (repeatable).")] = None,
+        max_len: Annotated[str | None, typer.Option(
+            help="Table 4: MaTrRec at these lengths, e.g. 10,30,50,70.")] = None,
+        models: Annotated[str | None, typer.Option(
+            help="Table 5: these models (comma list or 'all') at the dataset's L.")] = None,
+        device: DeviceOpt = "auto",
+        repeats: Annotated[int, typer.Option(help="Timed repeats (median).")] = 3,
+        warmup: Annotated[int, typer.Option(help="Warm-up batches.")] = 2,
+        max_batches: Annotated[int | None, typer.Option(
+            help="Time only this many batches and scale to the epoch [default: all].")] = None,
+        data_dir: DirOpt = None, results_dir: DirOpt = None,
+    ) -> None:
+        """Tables 4-5: memory, training time per epoch and inference time per model and L.
+
+        Each cell runs in a fresh process. Without --max-len and --models both tables are made
+        (L 10,30,50,70 and all nine models). Writes results/table4_max_len.csv and
+        results/table5_complexity.csv.
+
+        Example: matrrec profile --synthetic-like electronics --models all --max-batches 3
+        """
+        from matrrec_cli.experiments import profile as prof
+        from matrrec_cli.experiments.runner import parse_values
+        from matrrec_cli.models import model_names
+
+        sources = [(d, False) for d in dataset or []] + [(d, True) for d in synthetic_like or []]
+        if not sources:
+            raise UsageError("give --dataset NAME or --synthetic-like NAME (repeatable)")
+        if repeats < 1 or warmup < 0 or (max_batches is not None and max_batches < 1):
+            raise UsageError("--repeats and --max-batches must be at least 1, --warmup >= 0")
+        lens = parse_values(max_len, int) if max_len else ([] if models else [10, 30, 50, 70])
+        names = (model_names() if models in (None, "all") else parse_values(models, str)) \
+            if models or not max_len else []
+        for name in names:
+            if name not in model_names():
+                raise UsageError(f"unknown model {name!r}; known: {', '.join(model_names())}")
+        ddir, rdir = _dirs(data_dir, results_dir)
+        base = {"device": device, "data_dir": str(ddir), "repeats": repeats, "warmup": warmup,
+                "max_batches": max_batches}
+        t4 = [{**base, "dataset": d, "synthetic": s, "model": "matrrec", "max_len": n}
+              for d, s in sources for n in lens]
+        t5 = [{**base, "dataset": d, "synthetic": s, "model": m, "max_len": _default_len(d, ddir)}
+              for d, s in sources for m in names]
+        _profile_tables(prof, t4, t5, rdir)
+
+
+def _default_len(dataset: str, data_dir: Path) -> int:
+    from matrrec_cli.data.registry import training_defaults
+
+    return training_defaults(dataset, data_dir).max_len
+
+
+def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path) -> None:
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for cells, title, csv in ((t4, "Table 4: MaTrRec by max length", "table4_max_len.csv"),
+                              (t5, "Table 5: model complexity", "table5_complexity.csv")):
+        if not cells:
+            continue
+        rows = []
+        for i, cell in enumerate(cells, 1):
+            print(f"[{i}/{len(cells)}] profiling {cell['model']} on {cell['dataset']}"
+                  f"{' (synthetic)' if cell['synthetic'] else ''} L {cell['max_len']}",
+                  file=sys.stderr, flush=True)
+            rows.append(prof.run_cell(cell))
+        df = pd.DataFrame(rows)
+        _write_csv(df, rdir / csv)
+        table = Table(title=f"{title} ({df['memory_kind'].iloc[0]}, median of "
+                            f"{cells[0]['repeats']}, device {df['device'].iloc[0]})")
+        for col in ("dataset", "model", "L", "memory GB", "train s/epoch", "inference s",
+                    "timed batches"):
+            table.add_column(col, justify="left" if col in ("dataset", "model") else "right")
+        for _, r in df.iterrows():
+            ds = r["dataset"] + (" (synthetic)" if r["synthetic"] else "")
+            table.add_row(ds, r["model"], str(r["max_len"]), f"{r['memory_gb']:.2f}",
+                          f"{r['train_s_per_epoch']:.2f}", f"{r['inference_s']:.2f}",
+                          f"{r['timed_batches']}/{r['n_batches']}")
+        console.print(table)

@@ -1,0 +1,72 @@
+"""Table 3: MaTrRec ablations as configuration switches (models/matrrec.py) on the trainer.
+
+Rows as the paper: the default (1 layer, 1 head), then each variant. A cell is better than the
+default (bold) when its mean is higher, and marked ↓ when it is more than 10 % below it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from matrrec_cli.errors import UsageError
+from matrrec_cli.experiments.runner import RunResult, RunSpec, summarise
+
+DEFAULT_LABEL = "L=1,H=1"
+REMOVABLE = {  # --remove NAME -> the MaTrRec setting that removes it
+    "ffn": ("Remove FFN", "use_ffn=false"),
+    "rc": ("Remove RC", "use_residual=false"),
+    "dropout": ("Remove Dropout", "use_dropout=false"),
+}
+ADDABLE = {"pe": ("Add PE", "use_position_embedding=true")}
+METRICS = ("recall@10", "ndcg@10")
+WORSE = 0.10  # the paper's ↓ threshold: more than 10 % below the default
+
+
+def variants(*, remove: list[str], add: list[str], heads: list[int], layers: list[int],
+             all_: bool) -> list[tuple[str, tuple[str, ...]]]:
+    """(label, --set pairs) for the default and each requested variant, in Table 3's order."""
+    for name in remove:
+        if name not in REMOVABLE:
+            raise UsageError(f"--remove {name}: expected one of {', '.join(REMOVABLE)}")
+    for name in add:
+        if name not in ADDABLE:
+            raise UsageError(f"--add {name}: expected one of {', '.join(ADDABLE)}")
+    for n in (*heads, *layers):
+        if n < 1:
+            raise UsageError(f"--heads/--layers must be at least 1, not {n}")
+    if all_:  # the paper's six rows
+        add, remove = ["pe", *add], ["ffn", "rc", "dropout", *remove]
+        heads, layers = [2, *heads], [2, *layers]
+    out: list[tuple[str, tuple[str, ...]]] = [(DEFAULT_LABEL, ())]
+    out += [(ADDABLE[n][0], (ADDABLE[n][1],)) for n in dict.fromkeys(add)]
+    out += [(REMOVABLE[n][0], (REMOVABLE[n][1],)) for n in dict.fromkeys(remove)]
+    out += [(f"{n}heads(H={n})", (f"n_heads={n}",)) for n in dict.fromkeys(heads) if n != 1]
+    out += [(f"{n}layers(L={n})", (f"n_layers={n}",)) for n in dict.fromkeys(layers) if n != 1]
+    if len(out) == 1:
+        raise UsageError("no variant asked for; use --remove, --add, --heads, --layers or --all")
+    return out
+
+
+def specs(datasets: list[str], variant_list: list[tuple[str, tuple[str, ...]]],
+          cli: dict[str, Any], sets: list[str]) -> list[RunSpec]:
+    given = tuple((k, v) for k, v in cli.items() if v is not None)
+    return [RunSpec(dataset=ds, model="matrrec", label=label, cli=given,
+                    sets=(*sets, *variant_sets))
+            for ds in datasets for label, variant_sets in variant_list]
+
+
+def table3(results: list[RunResult]) -> pd.DataFrame:
+    """Rows per (dataset, variant): mean/std per metric, `better` and `worse` marks vs default."""
+    rows = summarise(results, METRICS)
+    default = {r["dataset"]: r for r in rows if r["label"] == DEFAULT_LABEL}
+    for r in rows:
+        base = default.get(r["dataset"])
+        for m in METRICS:
+            ref = base[m] if base else None
+            r[f"{m}_better"] = bool(ref is not None and r["label"] != DEFAULT_LABEL
+                                    and r[m] > ref)
+            r[f"{m}_worse10"] = bool(ref and r[m] < (1 - WORSE) * ref)
+            r[f"{m}_vs_default_pct"] = round(100 * (r[m] - ref) / ref, 2) if ref else None
+    return pd.DataFrame(rows)

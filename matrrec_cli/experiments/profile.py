@@ -1,0 +1,141 @@
+"""Tables 4 and 5: memory, training time per epoch and full-test-set inference time.
+
+Each cell (dataset, model, max_len) runs in a fresh worker process (`python -m
+matrrec_cli.experiments.profile CELL_JSON`), so no model's memory or warm caches leak into the
+next. In the worker: the data (real or `--synthetic-like`), the model of `matrrec train` (same
+preset, dropout, objective `prefix`, batch 2048, Adam), a warm-up of `warmup` batches and one
+evaluation batch, then `repeats` timings whose median is reported:
+  * train s/epoch: forward, backward and optimizer step over the epoch's batches; with
+    `max_batches` only the first that many batches are timed and the time is scaled by
+    n_batches / timed (the `timed_batches` column says so);
+  * inference s: full-sort ranking of every test user (batches of 4096), likewise scalable;
+  * memory: on CUDA the peak allocated bytes (torch.cuda.max_memory_allocated, after a
+    synchronize), as the paper's "GPU memory"; on CPU the peak resident set size of the worker
+    process (ru_maxrss: data, model, activations and the torch runtime), labelled as such.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from matrrec_cli.errors import MatrrecError
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(cell: dict[str, Any]) -> dict[str, Any]:
+    """Run one profile cell in this process (the worker's job)."""
+    import dataclasses
+    import resource
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from matrrec_cli.experiments.runner import RunSpec, resolve_spec
+    from matrrec_cli.experiments.synthetic import synthetic_sequences, table1_counts
+    from matrrec_cli.train import pipeline
+    from matrrec_cli.train.evaluate import evaluate
+    from matrrec_cli.train.samples import make_batch, split
+    from matrrec_cli.train.trainer import resolve_device, seed_everything
+
+    spec = RunSpec(dataset=cell["dataset"], model=cell["model"],
+                   cli=(("max_len", cell["max_len"]), ("objective", "prefix")),
+                   sets=tuple(cell.get("sets", ())))
+    cfg = resolve_spec(spec, seed=2020, device=cell["device"], data_dir=Path(cell["data_dir"]),
+                       results_dir=Path("results"))
+    if cell["synthetic"]:
+        data = split(synthetic_sequences(*table1_counts(cfg.dataset, cfg.data_dir)),
+                     max_len=cfg.max_len, objective="prefix")
+    else:
+        data = pipeline.load_split(cfg)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    model = pipeline.model_builder(cfg, data.seqs.n_items)().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    n_batches = -(-len(data.train) // cfg.batch_size)
+    timed = min(n_batches, cell["max_batches"] or n_batches)
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0)).numpy()
+    batches = [data.train.take(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+               for i in range(timed)]
+
+    def train_pass(bs: list[Any]) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        for samples in bs:
+            batch = make_batch(data, samples).to(device)
+            loss = model.calculate_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        _sync(device)
+        return time.perf_counter() - t0
+
+    test = data.test
+    n_eval = -(-len(test) // cfg.eval_batch_size)
+    eval_timed = min(n_eval, cell["max_batches"] or n_eval)
+    eval_part = dataclasses.replace(data, test=test.take(
+        np.arange(min(len(test), eval_timed * cfg.eval_batch_size))))
+
+    def infer_pass() -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        evaluate(model, eval_part, split="test", device=device, batch_size=cfg.eval_batch_size)
+        _sync(device)
+        return time.perf_counter() - t0
+
+    model.train()
+    train_pass(batches[:max(1, min(cell["warmup"], timed))])
+    infer_pass()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    train_s = [train_pass(batches) * n_batches / timed for _ in range(cell["repeats"])]
+    infer_s = [infer_pass() * n_eval / eval_timed for _ in range(cell["repeats"])]
+    if device.type == "cuda":
+        mem, mem_kind = torch.cuda.max_memory_allocated(device), "cuda peak allocated"
+    else:  # ru_maxrss is KiB on Linux, bytes on macOS
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        mem, mem_kind = rss * (1 if sys.platform == "darwin" else 1024), "cpu peak RSS (process)"
+    return {
+        **{k: cell[k] for k in ("dataset", "model", "max_len", "synthetic")},
+        "device": str(device), "memory_gb": round(mem / 2**30, 3), "memory_kind": mem_kind,
+        "train_s_per_epoch": round(statistics.median(train_s), 3),
+        "inference_s": round(statistics.median(infer_s), 3),
+        "n_train_rows": len(data.train), "n_batches": n_batches, "timed_batches": timed,
+        "n_test_users": len(test), "eval_batches": n_eval, "timed_eval_batches": eval_timed,
+        "repeats": cell["repeats"], "threads": torch.get_num_threads(),
+    }
+
+
+def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """Measure one cell in a fresh worker process; its one JSON line is the result."""
+    proc = subprocess.run([sys.executable, "-m", "matrrec_cli.experiments.profile",
+                           json.dumps(cell)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise MatrrecError(f"profiling {cell['model']} on {cell['dataset']} L {cell['max_len']} "
+                           f"failed: {last}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _main(argv: list[str]) -> int:
+    try:
+        print(json.dumps(measure(json.loads(argv[0]))))
+    except MatrrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,136 @@
+"""Many training runs from one command: variants x datasets x seeds, reusing finished runs.
+
+Every experiment command (train --seeds, ablate, sweep) expands into `RunSpec`s and calls
+`run_all`. A (spec, seed) whose exact configuration already has a finished run under
+results/runs is not trained again, and an unfinished one is resumed, so an interrupted sweep
+continues where it stopped and re-running a command only re-renders its table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+from typing import Any
+
+from matrrec_cli.errors import UsageError
+
+DEFAULT_SEED = 2020
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One configuration to train: what `matrrec train` would be given, plus a row label."""
+
+    dataset: str
+    model: str = "matrrec"
+    label: str = "default"
+    cli: tuple[tuple[str, Any], ...] = ()  # train options (epochs, max_len, ...) given
+    sets: tuple[str, ...] = ()  # --set key=value pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    spec: RunSpec
+    seed: int
+    run_dir: Path
+    metrics: dict[str, Any]
+    reused: bool
+
+
+def parse_seeds(text: str | None, *, seed: int | None = None) -> list[int]:
+    """`--seeds`: a count K (seeds base..base+K-1, base = --seed or 2020) or a list "1,2,3"."""
+    base = DEFAULT_SEED if seed is None else seed
+    if text is None:
+        return [base]
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"--seeds expects a count like 5 or a list like 2020,2021, not {text!r}")\
+            from None
+    if len(values) == 1 and "," not in text:
+        if values[0] < 1:
+            raise UsageError(f"--seeds count must be at least 1, not {values[0]}")
+        return [base + i for i in range(values[0])]
+    if len(set(values)) != len(values):
+        raise UsageError(f"--seeds lists a seed twice: {text}")
+    return values
+
+
+def parse_values(text: str, kind: type) -> list[Any]:
+    """A comma list of numbers for sweeps, e.g. "0.1,0.2" or "10,30,50"."""
+    try:
+        values = [kind(p.strip()) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise UsageError(f"expected a comma-separated list of {kind.__name__}s, got {text!r}")\
+            from None
+    if not values:
+        raise UsageError("the list of values is empty")
+    return values
+
+
+def resolve_spec(spec: RunSpec, *, seed: int, device: str, data_dir: Path,
+                 results_dir: Path) -> Any:
+    from matrrec_cli.train import config as config_mod
+    from matrrec_cli.train import pipeline
+
+    cli = {"seed": seed, **dict(spec.cli)}
+    return config_mod.resolve(
+        dataset=spec.dataset, model=spec.model, cli=cli, sets=list(spec.sets),
+        dataset_defaults=pipeline.dataset_defaults(spec.dataset, data_dir), device=device,
+        data_dir=str(data_dir), results_dir=str(results_dir))
+
+
+def run_all(specs: list[RunSpec], seeds: list[int], *, device: str, data_dir: Path,
+            results_dir: Path, quiet: bool = False, retrain: bool = False) -> list[RunResult]:
+    """Train every (spec, seed), or reuse its finished run; configs are checked before training
+    starts, so a typo in the last variant fails in a second, not after hours."""
+    from matrrec_cli.train import pipeline, runs
+    from matrrec_cli.train.progress import Reporter
+
+    todo = [(spec, seed, resolve_spec(spec, seed=seed, device=device, data_dir=data_dir,
+                                      results_dir=results_dir))
+            for spec in specs for seed in seeds]
+    out = []
+    reporter = Reporter(enabled=not quiet)
+    for i, (spec, seed, cfg) in enumerate(todo, 1):
+        done = None if retrain else runs.find_finished(cfg)
+        head = f"[{i}/{len(todo)}] {spec.dataset} {spec.model} {spec.label} seed {seed}"
+        if done is not None:
+            reporter.note(f"{head}: reusing {done}")
+            out.append(RunResult(spec, seed, done, runs.read_json(done / runs.METRICS), True))
+            continue
+        reporter.note(f"{head}: training")
+        metrics, run_dir = pipeline.train(cfg, resume=True, reporter=reporter)
+        out.append(RunResult(spec, seed, run_dir, metrics, False))
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample std (None for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def summarise(results: list[RunResult], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per (dataset, model, label): mean and std over seeds of each test metric."""
+    groups: dict[tuple[str, str, str], list[RunResult]] = {}
+    for r in results:
+        groups.setdefault((r.spec.dataset, r.spec.model, r.spec.label), []).append(r)
+    rows = []
+    for (ds, model, label), members in groups.items():
+        row: dict[str, Any] = {"dataset": ds, "model": model, "label": label,
+                               "n_seeds": len(members),
+                               "seeds": " ".join(str(m.seed) for m in members)}
+        for metric in metrics:
+            mean, std = mean_std([m.metrics["test"][metric] for m in members])
+            row[metric] = round(mean, 4)
+            row[f"{metric}_std"] = None if std is None else round(std, 4)
+        row["epochs"] = round(statistics.fmean(m.metrics["epochs"] for m in members), 1)
+        row["wall_seconds"] = round(sum(m.metrics["wall_seconds"] for m in members), 1)
+        rows.append(row)
+    return rows
+
+
+def fmt(value: float, std: float | None) -> str:
+    return f"{value:.4f}" + (f" ± {std:.4f}" if std is not None else "")

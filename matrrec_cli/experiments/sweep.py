@@ -1,0 +1,68 @@
+"""Figures 2 and 3: one training setting swept over values, per dataset (mean ± std over seeds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from matrrec_cli.errors import UsageError
+from matrrec_cli.experiments.runner import RunResult, RunSpec, parse_values, summarise
+
+# sweep name -> (train option it sets, value type, figure it mirrors)
+PARAMS: dict[str, tuple[str, type, str]] = {
+    "dropout": ("dropout", float, "fig2"),
+    "max-len": ("max_len", int, "fig3"),
+}
+METRICS = ("recall@10", "ndcg@10")
+
+
+def parse(param: str, values: str) -> tuple[str, list[Any]]:
+    if param not in PARAMS:
+        raise UsageError(f"cannot sweep {param!r}; choose one of {', '.join(PARAMS)}")
+    key, kind, _ = PARAMS[param]
+    return key, parse_values(values, kind)
+
+
+def specs(param: str, values: list[Any], datasets: list[str], model: str,
+          cli: dict[str, Any], sets: list[str]) -> list[RunSpec]:
+    key = PARAMS[param][0]
+    if cli.get(key) is not None:
+        raise UsageError(f"--{param} is what this sweep varies; do not also give it")
+    given = tuple((k, v) for k, v in cli.items() if v is not None)
+    return [RunSpec(dataset=ds, model=model, label=str(v), cli=(*given, (key, v)),
+                    sets=tuple(sets)) for ds in datasets for v in values]
+
+
+def frame(param: str, results: list[RunResult]) -> pd.DataFrame:
+    df = pd.DataFrame(summarise(results, METRICS))
+    df.insert(2, param, [PARAMS[param][1](x) for x in df.pop("label")])
+    return df
+
+
+def plot(param: str, df: pd.DataFrame, path: Path) -> None:
+    """Recall@10 and NDCG@10 against the swept value, one line per dataset (PNG, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    from matrrec_cli.io import atomic_path
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.6))
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for (ds, model), sub in df.groupby(["dataset", "model"], sort=False):
+            sub = sub.sort_values(param)
+            std = sub[f"{metric}_std"].astype(float).fillna(0.0)
+            ax.errorbar(sub[param], sub[metric], yerr=std, marker="o", capsize=3,
+                        label=ds if df["model"].nunique() == 1 else f"{ds} / {model}")
+        ax.set_xlabel(param)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} vs {param}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
