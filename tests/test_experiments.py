@@ -1,0 +1,226 @@
+"""ablate, sweep, train --seeds, profile, significance and breakdown, end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from test_train_tiny import synthetic_interactions
+
+from matrrec_cli.cli import main
+from matrrec_cli.errors import UsageError
+from matrrec_cli.experiments import ablation, breakdown, significance, synthetic
+from matrrec_cli.experiments.runner import RunResult, RunSpec, parse_seeds
+
+SMALL = ["--set", "hidden_size=16", "--set", "inner_size=32", "--set", "d_state=4",
+         "--set", "batch_size=256"]
+
+
+def _run(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    return e.value.code or 0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A prepared dataset 'cyc' (imported from a CSV): 40 users walking an item cycle."""
+    root = tmp_path_factory.mktemp("data")
+    csv = root / "i.csv"
+    synthetic_interactions(n_users=40, n_items=30, max_len=25).to_csv(csv, index=False)
+    assert _run(["import", "cyc", "--from-file", str(csv), "--format", "table", "--kcore", "0",
+                 "--max-len", "10", "--dropout", "0.1", "--data-dir", str(root)]) == 0
+    return root
+
+
+def _common(tiny: Path, results: Path) -> list[str]:
+    return ["--dataset", "cyc", "--epochs", "2", "--device", "cpu", "--data-dir", str(tiny),
+            "--results-dir", str(results)]
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds(None) == [2020]
+    assert parse_seeds("3") == [2020, 2021, 2022]
+    assert parse_seeds("2", seed=7) == [7, 8]
+    assert parse_seeds("5,1") == [5, 1]
+    for bad in ("0", "a", "1,1"):
+        with pytest.raises(UsageError):
+            parse_seeds(bad)
+
+
+def test_ablation_variants_follow_table3() -> None:
+    rows = ablation.variants(remove=[], add=[], heads=[], layers=[], all_=True)
+    assert [label for label, _ in rows] == [
+        "L=1,H=1", "Add PE", "Remove FFN", "Remove RC", "Remove Dropout", "2heads(H=2)",
+        "2layers(L=2)"]
+    assert dict(rows)["Remove RC"] == ("use_residual=false",)
+    with pytest.raises(UsageError):
+        ablation.variants(remove=["attention"], add=[], heads=[], layers=[], all_=False)
+    with pytest.raises(UsageError):
+        ablation.variants(remove=[], add=[], heads=[], layers=[], all_=False)
+
+
+def _result(label: str, seed: int, r10: float, n10: float) -> RunResult:
+    metrics = {"test": {"recall@10": r10, "ndcg@10": n10}, "epochs": 3, "wall_seconds": 1.0}
+    return RunResult(RunSpec(dataset="d", label=label), seed, Path("."), metrics, False)
+
+
+def test_table3_marks_better_in_bold_and_more_than_10_percent_worse() -> None:
+    df = ablation.table3([
+        _result("L=1,H=1", 1, 0.10, 0.050), _result("L=1,H=1", 2, 0.12, 0.050),
+        _result("Add PE", 1, 0.12, 0.0449), _result("Add PE", 2, 0.12, 0.0449),
+        _result("Remove RC", 1, 0.0989, 0.0451)]).set_index("label")
+    assert df.loc["L=1,H=1", "recall@10"] == 0.11
+    assert df.loc["L=1,H=1", "recall@10_std"] == round(float(np.std([0.10, 0.12], ddof=1)), 4)
+    assert df.loc["Add PE", "recall@10_better"] and not df.loc["Add PE", "recall@10_worse10"]
+    assert df.loc["Add PE", "ndcg@10_worse10"]  # 0.0449 < 0.9 * 0.05
+    assert not df.loc["Remove RC", "ndcg@10_worse10"]  # 0.0451 is within 10 %
+    assert df.loc["Remove RC", "recall@10_worse10"]  # 0.0989 < 0.099
+    assert not df.loc["L=1,H=1", "recall@10_better"]
+
+
+def test_ablate_trains_each_variant_once_and_reuses_runs(tiny: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    args = ["ablate", "--remove", "ffn", "--seeds", "2", *_common(tiny, tmp_path), *SMALL]
+    assert _run(args) == 0
+    df = pd.read_csv(tmp_path / "table3_ablation.csv")
+    assert list(df["label"]) == ["L=1,H=1", "Remove FFN"]
+    assert list(df["n_seeds"]) == [2, 2]
+    run_dirs = sorted((tmp_path / "runs" / "cyc" / "matrrec").iterdir())
+    assert len(run_dirs) == 4
+    use_ffn = sorted(json.loads((d / "config.json").read_text())["model_config"]["use_ffn"]
+                     for d in run_dirs)
+    assert use_ffn == [False, False, True, True]
+    capsys.readouterr()
+    assert _run(args) == 0  # everything finished: nothing is trained again
+    assert len(list((tmp_path / "runs" / "cyc" / "matrrec").iterdir())) == 4
+    assert capsys.readouterr().err.count("reusing") == 4
+    assert pd.read_csv(tmp_path / "table3_ablation.csv").equals(df)
+
+
+def test_sweep_writes_csv_and_png(tiny: Path, tmp_path: Path) -> None:
+    assert _run(["sweep", "dropout", "0.0,0.3", "--model", "gru4rec", "--epochs", "1",
+                 *_common(tiny, tmp_path)[2:]] + ["--dataset", "cyc"]) == 0
+    df = pd.read_csv(tmp_path / "sweep_dropout.csv")
+    assert list(df["dropout"]) == [0.0, 0.3]
+    png = tmp_path / "fig2_dropout.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dropouts = sorted(json.loads((d / "config.json").read_text())["dropout"]
+                      for d in (tmp_path / "runs" / "cyc" / "gru4rec").iterdir())
+    assert dropouts == [0.0, 0.3]
+    assert _run(["sweep", "dropout", "0.1", "--dropout", "0.2", "--dataset", "cyc"]) == 2
+    assert _run(["sweep", "heads", "1,2", "--dataset", "cyc"]) == 2
+
+
+def test_train_seeds_reports_mean_and_std(tiny: Path, tmp_path: Path, capsys) -> None:
+    assert _run(["train", "--model", "gru4rec", "--seeds", "2", "--json",
+                 *_common(tiny, tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == [2020, 2021]
+    per_run = [json.loads((Path(r) / "metrics.json").read_text())["test"]["ndcg@10"]
+               for r in out["runs"]]
+    assert out["test"]["ndcg@10"] == round(float(np.mean(per_run)), 4)
+    assert out["test"]["ndcg@10_std"] == round(float(np.std(per_run, ddof=1)), 4)
+
+
+@pytest.fixture(scope="module")
+def two_models(tiny: Path, tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    for model in ("matrrec", "gru4rec"):
+        assert _run(["train", "--model", model, "--seeds", "2", *_common(tiny, results),
+                     *(SMALL if model == "matrrec" else [])]) == 0
+    return results
+
+
+def _user_ranks(results: Path, model: str) -> pd.DataFrame:
+    frames = []
+    for run in sorted((results / "runs" / "cyc" / model).iterdir()):
+        r = pd.read_parquet(run / "ranks.parquet")
+        seed = json.loads((run / "config.json").read_text())["seed"]
+        frames.append(r[r["split"] == "test"].set_index("user")["rank"].rename(seed))
+    return pd.concat(frames, axis=1)
+
+
+def test_significance_equals_scipy_on_the_per_user_outcomes(two_models: Path, capsys) -> None:
+    assert _run(["report", "significance", "--results-dir", str(two_models)]) == 0
+    df = pd.read_csv(two_models / "significance.csv")
+    ours, base = _user_ranks(two_models, "matrrec"), _user_ranks(two_models, "gru4rec")
+
+    def ndcg(r: pd.DataFrame) -> pd.Series:  # closed form per user, averaged over seeds
+        return (r.map(lambda x: 1 / np.log2(x + 1) if x <= 10 else 0.0)).mean(axis=1)
+
+    row = df[(df["test"] == "t-test")].iloc[0]
+    assert row["p"] == pytest.approx(stats.ttest_rel(ndcg(ours), ndcg(base)).pvalue, rel=1e-9)
+    hit_o, hit_b = ours[2020] <= 10, base[2020] <= 10
+    b, c = int((hit_o & ~hit_b).sum()), int((~hit_o & hit_b).sum())
+    mc = df[(df["test"] == "mcnemar") & (df["metric"] == "recall@10")].iloc[0]
+    assert mc["p"] == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0)
+    assert list(df["p_bh"]) == pytest.approx(list(stats.false_discovery_control(df["p"])))
+    assert (df["p_bh"] >= df["p"] - 1e-12).all()
+    assert _run(["report", "table2", "--results-dir", str(two_models)]) == 0
+    assert "significant at p < 0.01" in capsys.readouterr().out
+
+
+def test_identical_outcomes_are_never_significant() -> None:
+    nd = pd.DataFrame({"ours": [0.5, 0.0, 1.0], "base": [0.5, 0.0, 1.0]})
+    rk = pd.DataFrame({"ours": [3, 40, 1], "base": [3, 40, 1]})
+    rows = significance._tests(nd, rk)
+    assert all(r["p"] == 1.0 for r in rows)
+
+
+def test_breakdown_matches_a_brute_force_grouping(two_models: Path, tiny: Path) -> None:
+    assert _run(["report", "breakdown", "--dataset", "cyc", "--results-dir",
+                 str(two_models)]) == 0
+    df = pd.read_csv(two_models / "breakdown_cyc.csv")
+    assert (two_models / "breakdown_cyc.png").read_bytes()[:4] == b"\x89PNG"
+    inter = pd.read_parquet(tiny / "cyc" / "interactions.parquet")
+    hist = inter.groupby("user").size() - 1  # items before the test item
+    ranks = _user_ranks(two_models, "gru4rec")
+    for label, lo, hi in (("<=5", 0, 5), ("6-10", 6, 10), ("11-20", 11, 20), ("21-50", 21, 50)):
+        users = hist[(hist >= lo) & (hist <= hi)].index
+        row = df[(df["by"] == "history_length") & (df["bucket"] == label)
+                 & (df["model"] == "gru4rec")]
+        if len(users) == 0:
+            assert row.empty
+            continue
+        want = (ranks.loc[users] <= 10).to_numpy().mean()
+        assert row["recall@10"].iloc[0] == round(want, 4)
+        assert row["n_users"].iloc[0] == len(users)
+    pop = df[(df["by"] == "target_popularity") & (df["model"] == "gru4rec")]
+    assert pop["n_users"].sum() == len(hist)
+    feats = breakdown.user_features("cyc", tiny)
+    # popularity counts exclude each user's last two items (valid and test are not training)
+    last = inter.groupby("user").tail(2).index
+    counts = inter.drop(last)["item"].value_counts()
+    test_item = inter.groupby("user")["item"].last()
+    assert (feats["target_popularity"] == test_item.map(counts).fillna(0).astype(int)).all()
+
+
+def test_synthetic_sequences_have_the_requested_statistics() -> None:
+    seqs = synthetic.synthetic_sequences(2000, 500, 2000 * 12, seed=1)
+    lengths = seqs.lengths
+    assert len(lengths) == 2000 and lengths.min() >= synthetic.MIN_LEN
+    assert abs(lengths.mean() - 12) < 0.5
+    assert seqs.items.min() >= 1 and seqs.items.max() <= 500 and seqs.n_items == 501
+    assert synthetic.table1_counts("musical") == (1429, 900, 10261)  # padding removed
+
+
+def test_profile_writes_tables_4_and_5(tiny: Path, tmp_path: Path, capsys) -> None:
+    assert _run(["profile", "--dataset", "cyc", "--synthetic-like", "cyc", "--max-len", "5,10",
+                 "--models", "gru4rec,sasrec", "--repeats", "1", "--warmup", "1",
+                 "--max-batches", "1", "--device", "cpu", "--data-dir", str(tiny),
+                 "--results-dir", str(tmp_path)]) == 0
+    t4 = pd.read_csv(tmp_path / "table4_max_len.csv")
+    t5 = pd.read_csv(tmp_path / "table5_complexity.csv")
+    assert list(t4["max_len"]) == [5, 10, 5, 10] and set(t4["model"]) == {"matrrec"}
+    assert list(t5["model"]) == ["gru4rec", "sasrec"] * 2
+    assert list(t5["max_len"]) == [10] * 4  # the imported dataset's default L
+    for df in (t4, t5):
+        assert (df["memory_gb"] > 0.05).all() and (df["train_s_per_epoch"] > 0).all()
+        assert (df["inference_s"] > 0).all()
+        assert set(df["memory_kind"]) == {"cpu peak RSS (process)"}
+    assert _run(["profile", "--dataset", "cyc", "--models", "nosuch"]) == 2
