@@ -76,7 +76,8 @@ def test_table3_marks_better_in_bold_and_more_than_10_percent_worse() -> None:
         _result("Remove RC", 1, 0.0989, 0.0451)]).set_index("label")
     assert df.loc["L=1,H=1", "recall@10"] == 0.11
     assert df.loc["L=1,H=1", "recall@10_std"] == round(float(np.std([0.10, 0.12], ddof=1)), 4)
-    assert df.loc["Add PE", "recall@10_better"] and not df.loc["Add PE", "recall@10_worse10"]
+    assert df.loc["Add PE", "recall@10_better"]
+    assert not df.loc["Add PE", "recall@10_worse10"]
     assert df.loc["Add PE", "ndcg@10_worse10"]  # 0.0449 < 0.9 * 0.05
     assert not df.loc["Remove RC", "ndcg@10_worse10"]  # 0.0451 is within 10 %
     assert df.loc["Remove RC", "recall@10_worse10"]  # 0.0989 < 0.099
@@ -104,7 +105,7 @@ def test_ablate_trains_each_variant_once_and_reuses_runs(tiny: Path, tmp_path: P
 
 def test_sweep_writes_csv_and_png(tiny: Path, tmp_path: Path) -> None:
     assert _run(["sweep", "dropout", "0.0,0.3", "--model", "gru4rec", "--epochs", "1",
-                 *_common(tiny, tmp_path)[2:]] + ["--dataset", "cyc"]) == 0
+                 *_common(tiny, tmp_path)[2:], "--dataset", "cyc"]) == 0
     df = pd.read_csv(tmp_path / "sweep_dropout.csv")
     assert list(df["dropout"]) == [0.0, 0.3]
     png = tmp_path / "fig2_dropout.png"
@@ -203,9 +204,12 @@ def test_breakdown_matches_a_brute_force_grouping(two_models: Path, tiny: Path) 
 def test_synthetic_sequences_have_the_requested_statistics() -> None:
     seqs = synthetic.synthetic_sequences(2000, 500, 2000 * 12, seed=1)
     lengths = seqs.lengths
-    assert len(lengths) == 2000 and lengths.min() >= synthetic.MIN_LEN
+    assert len(lengths) == 2000
+    assert lengths.min() >= synthetic.MIN_LEN
     assert abs(lengths.mean() - 12) < 0.5
-    assert seqs.items.min() >= 1 and seqs.items.max() <= 500 and seqs.n_items == 501
+    assert seqs.items.min() >= 1
+    assert seqs.items.max() <= 500
+    assert seqs.n_items == 501
     assert synthetic.table1_counts("musical") == (1429, 900, 10261)  # padding removed
 
 
@@ -216,11 +220,13 @@ def test_profile_writes_tables_4_and_5(tiny: Path, tmp_path: Path, capsys) -> No
                  "--results-dir", str(tmp_path)]) == 0
     t4 = pd.read_csv(tmp_path / "table4_max_len.csv")
     t5 = pd.read_csv(tmp_path / "table5_complexity.csv")
-    assert list(t4["max_len"]) == [5, 10, 5, 10] and set(t4["model"]) == {"matrrec"}
+    assert list(t4["max_len"]) == [5, 10, 5, 10]
+    assert set(t4["model"]) == {"matrrec"}
     assert list(t5["model"]) == ["gru4rec", "sasrec"] * 2
     assert list(t5["max_len"]) == [10] * 4  # the imported dataset's default L
     for df in (t4, t5):
-        assert (df["memory_gb"] > 0.05).all() and (df["train_s_per_epoch"] > 0).all()
+        assert (df["memory_gb"] > 0.05).all()
+        assert (df["train_s_per_epoch"] > 0).all()
         assert (df["inference_s"] > 0).all()
         assert set(df["memory_kind"]) == {"cpu peak RSS (process)"}
     assert _run(["profile", "--dataset", "cyc", "--models", "nosuch"]) == 2

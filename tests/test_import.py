@@ -114,7 +114,8 @@ def test_malformed_files_fail_with_one_line(tmp_path: Path, capsys, content: str
     assert _run(["import", "bad", "--from-file", str(path), "--format", fmt, "--kcore", "0",
                  "--data-dir", str(root)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
+    assert len(err) == 1, err
+    assert message in err[0]
     assert not (root / "bad" / "meta.json").exists()
 
 

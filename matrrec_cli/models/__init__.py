@@ -26,6 +26,9 @@ MODEL_PATHS: dict[str, str] = {
     "sine": "matrrec_cli.models.sine:SINE",
     "core": "matrrec_cli.models.core:CORE",
     "mamba4rec": "matrrec_cli.models.mamba4rec:Mamba4Rec",
+    # beyond the paper: count-based reference points, no gradient training
+    "markov": "matrrec_cli.models.markov:Markov",
+    "pop": "matrrec_cli.models.pop:Pop",
 }
 
 

@@ -64,6 +64,9 @@ class SequentialRecommender(nn.Module):
     #: nothing). False for models that read pads by design (NextItNet reads position L-1; SINE
     #: has no padding mask). The contract test checks this invariance where it is True.
     right_padding_invariant: ClassVar[bool] = True
+    #: False for count-based models (pop, markov): the trainer calls `fit_data(items, offsets)`
+    #: once instead of running epochs of gradient steps.
+    trainable: ClassVar[bool] = True
 
     def __init__(self, *, n_items: int, max_len: int, config: Any) -> None:
         super().__init__()

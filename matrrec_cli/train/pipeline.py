@@ -76,6 +76,9 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
     dev = resolve_device(device or "auto")
     model = model_builder(cfg, data.seqs.n_items)().to(dev)
     model.load_state_dict(load_checkpoint(run_dir / runs.BEST)["model"])
+    if not model.trainable:  # count models: the counts known before this split (see pop.py)
+        model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
+        model.to(dev)
     res = evaluate(model, data, split=split_name, device=dev,
                    batch_size=batch_size or cfg.eval_batch_size, mask_history=cfg.mask_history)
     out: dict[str, Any] = {"run_dir": str(run_dir), "split": split_name,

@@ -136,6 +136,8 @@ def fit(
     write_json(run_dir / runs.ENV, environment(str(device)))
     seed_everything(cfg.seed)  # again right before the model is built, as run_recbole
     model = build().to(device)
+    if not model.trainable:
+        return fit_counts(cfg, data, model, run_dir, device=device, reporter=reporter)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)  # the train loader's own shuffle generator
     es = {"best": -math.inf, "best_epoch": None, "bad": 0}
@@ -210,6 +212,32 @@ def fit(
                   stopped=stopped, device=device, model=model)
 
 
+def fit_counts(cfg: TrainConfig, data: SplitData, model: SequentialRecommender, run_dir: Path,
+               *, device: torch.device, reporter: Reporter) -> dict[str, Any]:
+    """Count-based models (pop, markov): count what is known before each split, no epochs.
+    best.pt holds the test state; `matrrec evaluate` recounts (counting is deterministic)."""
+    t0 = time.perf_counter()
+    results = []
+    for split_name in ("valid", "test"):
+        model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
+        model.to(device)
+        results.append(evaluate(model, data, split=split_name, device=device,
+                                batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history))
+    _save({"model": model.state_dict(), "epoch": 0, "config_hash": cfg.config_hash()},
+          run_dir / runs.BEST)
+    elapsed = time.perf_counter() - t0
+    score = round(results[0].metrics[VALID_METRIC], 4)
+    record = {"epoch": 0, "loss": None, "valid": rounded(results[0].metrics),
+              "valid_score": score, "improved": True, "bad": 0, "seconds": round(elapsed, 3),
+              "note": "counted, no training"}
+    with atomic_open(run_dir / runs.HISTORY) as f:
+        f.write(json.dumps(record) + "\n")
+    reporter.note(f"{cfg.model}: counted the data; valid ndcg@10 {score:.4f}")
+    return write_results(cfg, data, run_dir, results, history=[record],
+                         es={"best": score, "best_epoch": 0, "bad": 0}, elapsed=elapsed,
+                         stopped=False, device=device, model=model)
+
+
 def finish(
     cfg: TrainConfig, data: SplitData, run_dir: Path, *, history: list[dict[str, Any]],
     es: dict[str, Any], elapsed: float, stopped: bool, device: torch.device,
@@ -221,6 +249,16 @@ def finish(
     model.load_state_dict(load_checkpoint(run_dir / runs.BEST)["model"])
     results = [evaluate(model, data, split=s, device=device, batch_size=cfg.eval_batch_size,
                         mask_history=cfg.mask_history) for s in ("valid", "test")]
+    return write_results(cfg, data, run_dir, results, history=history, es=es, elapsed=elapsed,
+                         stopped=stopped, device=device, model=model)
+
+
+def write_results(
+    cfg: TrainConfig, data: SplitData, run_dir: Path, results: list[Any], *,
+    history: list[dict[str, Any]], es: dict[str, Any], elapsed: float, stopped: bool,
+    device: torch.device, model: SequentialRecommender,
+) -> dict[str, Any]:
+    """ranks.parquet, env.json and (last, marking the run finished) metrics.json."""
     ranks_frame(results).to_parquet(run_dir / runs.RANKS, index=False)
     valid, test = results
     metrics = {
