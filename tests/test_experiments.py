@@ -215,14 +215,14 @@ def test_synthetic_sequences_have_the_requested_statistics() -> None:
 
 def test_profile_writes_tables_4_and_5(tiny: Path, tmp_path: Path, capsys) -> None:
     assert _run(["profile", "--dataset", "cyc", "--synthetic-like", "cyc", "--max-len", "5,10",
-                 "--models", "gru4rec,sasrec", "--repeats", "1", "--warmup", "1",
+                 "--models", "gru4rec,markov", "--repeats", "1", "--warmup", "1",
                  "--max-batches", "1", "--device", "cpu", "--data-dir", str(tiny),
                  "--results-dir", str(tmp_path)]) == 0
     t4 = pd.read_csv(tmp_path / "table4_max_len.csv")
     t5 = pd.read_csv(tmp_path / "table5_complexity.csv")
     assert list(t4["max_len"]) == [5, 10, 5, 10]
     assert set(t4["model"]) == {"matrrec"}
-    assert list(t5["model"]) == ["gru4rec", "sasrec"] * 2
+    assert list(t5["model"]) == ["gru4rec", "markov"] * 2
     assert list(t5["max_len"]) == [10] * 4  # the imported dataset's default L
     for df in (t4, t5):
         assert (df["memory_gb"] > 0.05).all()

@@ -62,7 +62,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model = pipeline.model_builder(cfg, data.seqs.n_items)().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr) if model.trainable else None
     n_batches = -(-len(data.train) // cfg.batch_size)
     timed = min(n_batches, cell["max_batches"] or n_batches)
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0)).numpy()
@@ -94,6 +94,14 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
         _sync(device)
         return time.perf_counter() - t0
 
+    if not model.trainable:  # pop, markov: "training" is one counting pass over the data
+        def train_pass(bs: list[Any]) -> float:
+            t0 = time.perf_counter()
+            model.fit_data(data.seqs.items, data.seqs.offsets, split="test")
+            model.to(device)
+            return time.perf_counter() - t0
+
+        batches, n_batches, timed = [], 1, 1
     model.train()
     train_pass(batches[:max(1, min(cell["warmup"], timed))])
     infer_pass()
@@ -109,8 +117,8 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     return {
         **{k: cell[k] for k in ("dataset", "model", "max_len", "synthetic")},
         "device": str(device), "memory_gb": round(mem / 2**30, 3), "memory_kind": mem_kind,
-        "train_s_per_epoch": round(statistics.median(train_s), 3),
-        "inference_s": round(statistics.median(infer_s), 3),
+        "train_s_per_epoch": round(statistics.median(train_s), 6),
+        "inference_s": round(statistics.median(infer_s), 6),
         "n_train_rows": len(data.train), "n_batches": n_batches, "timed_batches": timed,
         "n_test_users": len(test), "eval_batches": n_eval, "timed_eval_batches": eval_timed,
         "repeats": cell["repeats"], "threads": torch.get_num_threads(),
