@@ -68,6 +68,44 @@ def fwd_bwd_ms(block: nn.Module, x: torch.Tensor, reps: int, warmup: int = 2) ->
     return 1e3 * statistics.median(times)
 
 
+def floor_report(reps: int) -> None:
+    """Why the 3x goal is out of reach in eager PyTorch on this CPU: the block without its scan,
+    plus the exponentials any exact scan must compute (exp(Δ·A) for every (b, t, d, n), once in
+    forward and once more when backward recomputes the states instead of storing them)."""
+    import matrrec_cli.models.mamba as mamba_mod
+
+    real = mamba_mod.selective_scan
+
+    def no_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+        # keeps every input in the graph (same backward shapes), skips the recurrence
+        dt = F.softplus(delta + delta_bias)  # the scan's own preprocessing stays in
+        bc = B.sum(-1, keepdim=True) + C.sum(-1, keepdim=True)
+        return (u * D + dt * 0 + bc * 0) * F.silu(z)
+
+    print(f"\nfloor (median of {reps}): attention | block without scan | 2 exp passes over "
+          "B·L·Din·N | floor ratio = (no-scan + exps) / attention")
+    for batch, L in SHAPES:
+        x = torch.randn(batch, L, 64, requires_grad=True)
+        attn = make_block("attention")
+        a = fwd_bwd_ms(attn, x, reps)
+        mamba_mod.selective_scan = no_scan
+        try:
+            ns = fwd_bwd_ms(make_block("mamba"), x, reps)
+        finally:
+            mamba_mod.selective_scan = real
+        big = torch.randn(batch * L, 128 * 32)
+        out = torch.empty_like(big)
+        times = []
+        for _ in range(reps + 1):
+            t0 = time.perf_counter()
+            torch.exp(big, out=out)
+            torch.exp(big, out=out)
+            times.append(time.perf_counter() - t0)
+        e = 1e3 * statistics.median(times[1:])
+        print(f"{f'{batch}x{L}':>12} attn {a:7.1f} ms | no-scan {ns:7.1f} ms ({ns / a:.2f}x) | "
+              f"exps {e:7.1f} ms | floor {(ns + e) / a:.2f}x", flush=True)
+
+
 def peak_memory(kind: str, batch: int, L: int) -> dict[str, float]:
     """Run in a fresh subprocess: RSS before and peak during one forward+backward."""
     block = make_block(kind)
@@ -88,6 +126,8 @@ def main() -> None:
     ap.add_argument("--mem-batch", type=int, default=2048)
     ap.add_argument("--mem-len", type=int, default=200)
     ap.add_argument("--skip-mem", action="store_true")
+    ap.add_argument("--floor", action="store_true",
+                    help="also the lower bound any exact scan has on this CPU")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "B", "L"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
@@ -110,6 +150,8 @@ def main() -> None:
         m, a = statistics.median(m_ms), statistics.median(a_ms)
         print(f"{f'{batch}x{L}':>12} {m:10.1f} {a:9.1f} {m / a:6.2f}x", flush=True)
 
+    if args.floor:
+        floor_report(args.reps)
     if args.skip_mem:
         return
     print(f"\npeak memory of one forward+backward, fresh process each (B x L = "
