@@ -50,7 +50,8 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     from matrrec_cli.train.trainer import resolve_device, seed_everything
 
     spec = RunSpec(dataset=cell["dataset"], model=cell["model"],
-                   cli=(("max_len", cell["max_len"]), ("objective", "prefix")),
+                   cli=(("max_len", cell["max_len"]), ("objective", "prefix"),
+                        ("preset", cell.get("preset", "paper"))),
                    sets=tuple(cell.get("sets", ())))
     cfg = resolve_spec(spec, seed=2020, device=cell["device"], data_dir=Path(cell["data_dir"]),
                        results_dir=Path("results"))
