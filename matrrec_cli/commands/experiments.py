@@ -221,6 +221,10 @@ def _default_len(dataset: str, data_dir: Path) -> int:
     return training_defaults(dataset, data_dir).max_len
 
 
+def _seconds(x: float) -> str:
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.4f}"  # count models take milliseconds
+
+
 def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path) -> None:
     import pandas as pd
     from rich.console import Console
@@ -247,6 +251,6 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path) -> No
         for _, r in df.iterrows():
             ds = r["dataset"] + (" (synthetic)" if r["synthetic"] else "")
             table.add_row(ds, r["model"], str(r["max_len"]), f"{r['memory_gb']:.2f}",
-                          f"{r['train_s_per_epoch']:.2f}", f"{r['inference_s']:.2f}",
+                          _seconds(r["train_s_per_epoch"]), _seconds(r["inference_s"]),
                           f"{r['timed_batches']}/{r['n_batches']}")
         console.print(table)
