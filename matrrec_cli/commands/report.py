@@ -118,15 +118,16 @@ def significance(
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     table = Table(title="MaTrRec vs baselines: paired tests over test users "
-                        f"(BH-corrected, significant: p_bh < {sig.ALPHA} and MaTrRec higher)")
+                        f"(Benjamini-Hochberg corrected; significant: p_bh < {sig.ALPHA})")
     for col in ("dataset", "baseline", "metric", "test", "users", "matrrec", "baseline ",
-                "p", "p_bh", "sig."):
+                "p", "p_bh", "significant"):
         table.add_column(col, justify="left" if col in ("dataset", "baseline", "metric", "test")
                          else "right")
     for _, r in df.iterrows():
         table.add_row(r["dataset"], r["baseline"], r["metric"], r["test"], str(r["n_users"]),
                       f"{r['ours']:.4f}", f"{r['base']:.4f}", f"{r['p']:.2e}",
-                      f"{r['p_bh']:.2e}", "[bold]yes[/]" if r["significant"] else "no")
+                      f"{r['p_bh']:.2e}",
+                      f"[bold]{r['better']} better[/]" if r["significant"] else "no")
     Console().print(table)
     print(f"written {path}", file=sys.stderr)
 

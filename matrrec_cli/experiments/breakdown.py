@@ -46,10 +46,12 @@ def _buckets(feat: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=feat.index)
     out["history_length"] = pd.cut(feat["history_length"], LENGTH_EDGES, labels=LENGTH_LABELS)
     pop = feat["target_popularity"]
-    q = pd.qcut(pop.rank(method="first"), 5, labels=False)
-    # label each quintile with the popularity range it covers
-    labels = {i: f"q{i + 1}: {pop[q == i].min()}-{pop[q == i].max()}" for i in range(5)}
-    out["target_popularity"] = q.map(labels)
+    # quintiles of the test targets' popularity; tied counts stay in one bucket, so buckets can
+    # be unequal (or fewer than 5 when few distinct counts exist)
+    q = pd.qcut(pop, 5, duplicates="drop")
+    out["target_popularity"] = q.map(lambda iv: f"{int(iv.left) + 1}-{int(iv.right)}").astype(str)
+    order = {f"{int(iv.left) + 1}-{int(iv.right)}": i for i, iv in enumerate(q.cat.categories)}
+    out["target_popularity"] = out["target_popularity"].map(lambda b: f"q{order[b] + 1}: {b}")
     return out
 
 

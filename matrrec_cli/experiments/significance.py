@@ -114,7 +114,9 @@ def significance(results_dir: str | Path, datasets: list[str] | None = None) -> 
                            "on the same dataset; run matrrec train --model ... first")
     df = pd.DataFrame(rows)
     df["p_bh"] = stats.false_discovery_control(df["p"].clip(0, 1).to_numpy(), method="bh")
-    df["significant"] = (df["p_bh"] < ALPHA) & (df["ours"] > df["base"])
+    df["significant"] = df["p_bh"] < ALPHA
+    df["better"] = np.where(df["ours"] > df["base"], OURS,
+                            np.where(df["ours"] < df["base"], "baseline", "tie"))
     return df
 
 
@@ -123,5 +125,6 @@ def marks(sig: pd.DataFrame) -> dict[tuple[str, str, str], bool]:
     out = {}
     for _, r in sig.iterrows():
         if MARK_TEST.get(r["metric"]) == r["test"]:
-            out[(r["dataset"], r["baseline"], r["metric"])] = bool(r["significant"])
+            out[(r["dataset"], r["baseline"], r["metric"])] = bool(r["significant"]) and \
+                r["better"] == OURS
     return out

@@ -80,7 +80,8 @@ def collect(results_dir: str | Path, datasets: list[str] | None = None) -> pd.Da
                 "dataset": ds, "model": model, "metric": metric,
                 "mean": round(statistics.fmean(values), 4),
                 "std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
-                "n_seeds": len(values), "seeds": " ".join(str(c["seed"]) for _, c, _ in members),
+                "n_seeds": len(values),
+                "seeds": " ".join(sorted(str(c["seed"]) for _, c, _ in members)),
                 "preset": cfg["preset"], "objective": cfg["objective"],
                 "max_len": cfg["max_len"], "epochs_cap": cfg["epochs"],
             })
