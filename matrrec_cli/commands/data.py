@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         time_col: Annotated[str, typer.Option(
             help="table: time column, or 'none' when rows are in time order.")] = "timestamp",
         sep: Annotated[str | None, typer.Option(
-            help="table: CSV separator [default: tab for .tsv, else comma].")] = None,
+            help="table: CSV separator \\[default: tab for .tsv, else comma].")] = None,
         max_len: Annotated[int, typer.Option(help="Default L for training on it.")] = 50,
         dropout: Annotated[float, typer.Option(help="Default dropout for training on it.")]
             = 0.4,

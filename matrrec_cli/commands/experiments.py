@@ -16,13 +16,13 @@ from matrrec_cli.errors import UsageError
 DatasetOpt = Annotated[list[str] | None, typer.Option(
     "--dataset", help="Prepared dataset (repeatable).")]
 SeedsOpt = Annotated[str | None, typer.Option(
-    help="Seeds: a count K (seed..seed+K-1) or a list 2020,2021 [default: one].")]
-SeedOpt = Annotated[int | None, typer.Option(help="First seed for --seeds K [default: 2020].")]
-EpochsOpt = Annotated[int | None, typer.Option(help="Maximum epochs [default: 300].")]
+    help="Seeds: a count K (seed..seed+K-1) or a list 2020,2021 \\[default: one].")]
+SeedOpt = Annotated[int | None, typer.Option(help="First seed for --seeds K \\[default: 2020].")]
+EpochsOpt = Annotated[int | None, typer.Option(help="Maximum epochs \\[default: 300].")]
 ObjectiveOpt = Annotated[str | None, typer.Option(help="prefix (faithful) or all.")]
 PresetOpt = Annotated[str | None, typer.Option(help="paper or recbole.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
-DirOpt = Annotated[str | None, typer.Option(help="Directory [default: ./data, ./results].")]
+DirOpt = Annotated[str | None, typer.Option(help="Directory \\[default: ./data, ./results].")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="key=value for a model or trainer setting (repeatable).")]
 RetrainOpt = Annotated[bool, typer.Option(
@@ -73,6 +73,9 @@ def register(app: typer.Typer) -> None:
             "--all", help="The paper's six: add pe, remove ffn/rc/dropout, 2 heads, 2 layers.")]
             = False,
         seeds: SeedsOpt = None, seed: SeedOpt = None, epochs: EpochsOpt = None,
+        max_len: Annotated[int | None, typer.Option(help="L \\[default: datasets.toml].")] = None,
+        dropout: Annotated[float | None, typer.Option(
+            help="Dropout \\[default: datasets.toml].")] = None,
         objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
         retrain: RetrainOpt = False,
@@ -95,7 +98,8 @@ def register(app: typer.Typer) -> None:
                                          layers=layers or [], all_=all_)
         ddir, rdir = _dirs(data_dir, results_dir)
         specs = ablation.specs(datasets, variant_list,
-                               {"epochs": epochs, "objective": objective, "preset": preset},
+                               {"epochs": epochs, "objective": objective, "preset": preset,
+                                "max_len": max_len, "dropout": dropout},
                                set_ or [])
         results = run_all(specs, parse_seeds(seeds, seed=seed), device=device, data_dir=ddir,
                           results_dir=rdir, retrain=retrain)
@@ -179,7 +183,7 @@ def register(app: typer.Typer) -> None:
         repeats: Annotated[int, typer.Option(help="Timed repeats (median).")] = 3,
         warmup: Annotated[int, typer.Option(help="Warm-up batches.")] = 2,
         max_batches: Annotated[int | None, typer.Option(
-            help="Time only this many batches and scale to the epoch [default: all].")] = None,
+            help="Time only this many batches and scale to the epoch \\[default: all].")] = None,
         data_dir: DirOpt = None, results_dir: DirOpt = None,
     ) -> None:
         """Tables 4-5: memory, training time per epoch and inference time per model and L.

@@ -15,7 +15,7 @@ report_app = typer.Typer(help="Paper tables from the run records under results/r
 @report_app.command("table2")
 def table2(
     dataset: Annotated[list[str] | None, typer.Option(
-        help="Only these datasets (repeatable) [default: all with runs].")] = None,
+        help="Only these datasets (repeatable) \\[default: all with runs].")] = None,
     results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
 ) -> None:
     """Table 2 (overall performance): Recall@5/10/20 and NDCG@10 per model and dataset.
@@ -95,7 +95,7 @@ def _marks(rdir: Path, datasets: list[str] | None) -> dict | None:
 @report_app.command("significance")
 def significance(
     dataset: Annotated[list[str] | None, typer.Option(
-        help="Only these datasets (repeatable) [default: all with runs].")] = None,
+        help="Only these datasets (repeatable) \\[default: all with runs].")] = None,
     results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
 ) -> None:
     """Paired tests of MaTrRec vs each baseline on the same test users (per-user ranks).
@@ -137,7 +137,7 @@ def breakdown(
     dataset: Annotated[str, typer.Option(help="Dataset with finished runs.")],
     results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
     data_dir: Annotated[str | None, typer.Option(
-        help="Data directory [default: the runs'].")] = None,
+        help="Data directory \\[default: the runs'].")] = None,
 ) -> None:
     """Cold-start breakdown: test Recall@10/NDCG@10 by history length and target popularity.
 

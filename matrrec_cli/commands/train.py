@@ -95,15 +95,15 @@ def register(app: typer.Typer) -> None:
     def train(
         dataset: Annotated[str, typer.Option(help="Prepared dataset (see matrrec download).")],
         model: Annotated[str, typer.Option(help="Model name (model registry).")] = "matrrec",
-        seed: Annotated[int | None, typer.Option(help="Random seed [default: 2020].")] = None,
+        seed: Annotated[int | None, typer.Option(help="Random seed \\[default: 2020].")] = None,
         seeds: Annotated[str | None, typer.Option(
             help="Several seeds: a count K (seed..seed+K-1) or a list 2020,2021; finished runs "
                  "are reused, the summary shows mean ± std.")] = None,
-        epochs: Annotated[int | None, typer.Option(help="Maximum epochs [default: 300].")] = None,
+        epochs: Annotated[int | None, typer.Option(help="Maximum epochs \\[default: 300].")] = None,
         max_len: Annotated[int | None, typer.Option(
-            help="History length L [default: datasets.toml].")] = None,
+            help="History length L \\[default: datasets.toml].")] = None,
         dropout: Annotated[float | None, typer.Option(
-            help="Every dropout of the model [default: datasets.toml].")] = None,
+            help="Every dropout of the model \\[default: datasets.toml].")] = None,
         objective: Annotated[str | None, typer.Option(
             help="prefix (RecBole, faithful) or all (every position).")] = None,
         preset: Annotated[str | None, typer.Option(
@@ -165,9 +165,9 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
         mask_history: Annotated[bool | None, typer.Option(
             "--mask-history/--no-mask-history",
-            help="Mask items the user saw [default: as the run was trained].")] = None,
+            help="Mask items the user saw \\[default: as the run was trained].")] = None,
         data_dir: Annotated[str | None, typer.Option(
-            help="Data directory [default: the run's].")] = None,
+            help="Data directory \\[default: the run's].")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     ) -> None:
         """Reload a run's best checkpoint and recompute its metrics (checks the stored ones).
