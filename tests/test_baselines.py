@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 
+from matrrec_cli.errors import MatrrecError
 from matrrec_cli.models import build_model, get_model_class
 from matrrec_cli.models.base import SeqBatch, SequentialRecommender
 
@@ -310,3 +311,16 @@ def test_mamba4rec_dropout_comes_before_the_embedding_layernorm() -> None:
     torch.manual_seed(0)
     model.seq_repr(torch.tensor([[3, 4, 5, 6, 0, 0, 0, 0]]), torch.tensor([4]))
     torch.testing.assert_close(seen["out"].mean(-1), torch.zeros(1, L), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
+def test_sdpa_attention_equals_explicit_in_eval(name: str) -> None:
+    a, b = build(name), build(name, attn_impl="sdpa")
+    b.load_state_dict(a.state_dict())
+    seq = torch.tensor([[3, 4, 5, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7, 8]])
+    lengths = torch.tensor([3, 8])
+    with torch.no_grad():
+        torch.testing.assert_close(b.eval().full_sort_scores(seq, lengths),
+                                   a.eval().full_sort_scores(seq, lengths), atol=1e-5, rtol=1e-5)
+    with pytest.raises(MatrrecError, match="attn_impl"):
+        build(name, attn_impl="flash")

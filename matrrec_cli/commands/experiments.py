@@ -184,6 +184,8 @@ def register(app: typer.Typer) -> None:
         warmup: Annotated[int, typer.Option(help="Warm-up batches.")] = 2,
         max_batches: Annotated[int | None, typer.Option(
             help="Time only this many batches and scale to the epoch \\[default: all].")] = None,
+        preset: Annotated[str, typer.Option(help="paper or recbole.")] = "paper",
+        set_: SetOpt = None,
         data_dir: DirOpt = None, results_dir: DirOpt = None,
     ) -> None:
         """Tables 4-5: memory, training time per epoch and inference time per model and L.
@@ -211,7 +213,7 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"unknown model {name!r}; known: {', '.join(model_names())}")
         ddir, rdir = _dirs(data_dir, results_dir)
         base = {"device": device, "data_dir": str(ddir), "repeats": repeats, "warmup": warmup,
-                "max_batches": max_batches}
+                "max_batches": max_batches, "preset": preset, "sets": list(set_ or [])}
         t4 = [{**base, "dataset": d, "synthetic": s, "model": "matrrec", "max_len": n}
               for d, s in sources for n in lens]
         t5 = [{**base, "dataset": d, "synthetic": s, "model": m, "max_len": _default_len(d, ddir)}

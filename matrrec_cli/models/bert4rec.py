@@ -52,6 +52,7 @@ class BERT4RecConfig(TransformerConfig):
     eval_input: Literal["recbole", "keep_oldest"] = "recbole"  # recbole: drops the oldest item
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.eval_input not in ("recbole", "keep_oldest"):
             raise MatrrecError(
                 f"bert4rec eval_input must be recbole or keep_oldest, not {self.eval_input!r}"
@@ -80,6 +81,7 @@ class BERT4Rec(SequentialRecommender):
             hidden_dropout_prob=cfg.hidden_dropout_prob,
             attn_dropout_prob=cfg.attn_dropout_prob,
             layer_norm_eps=cfg.layer_norm_eps,
+            attn_impl=cfg.attn_impl,
         )
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from matrrec_cli.errors import MatrrecError
+
 AttnImpl = Literal["explicit", "sdpa"]
 
 
@@ -31,6 +33,13 @@ class TransformerConfig:
     attn_dropout_prob: float = 0.5  # on the attention probabilities
     layer_norm_eps: float = 1e-12  # every LayerNorm
     initializer_range: float = 0.02  # std of the normal init
+    # speed option, not RecBole's: "sdpa" runs torch's fused attention (equal up to rounding,
+    # a different dropout RNG stream); the faithful default is the explicit softmax
+    attn_impl: AttnImpl = "explicit"
+
+    def __post_init__(self) -> None:
+        if self.attn_impl not in ("explicit", "sdpa"):
+            raise MatrrecError(f"attn_impl must be explicit or sdpa, not {self.attn_impl!r}")
 
 
 def attention_mask(

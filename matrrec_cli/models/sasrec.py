@@ -47,6 +47,7 @@ class SASRec(SequentialRecommender):
             hidden_dropout_prob=cfg.hidden_dropout_prob,
             attn_dropout_prob=cfg.attn_dropout_prob,
             layer_norm_eps=cfg.layer_norm_eps,
+            attn_impl=cfg.attn_impl,
         )
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
