@@ -63,17 +63,24 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     model = pipeline.model_builder(cfg, data.seqs.n_items)().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr) if model.trainable else None
-    n_batches = -(-len(data.train) // cfg.batch_size)
-    timed = min(n_batches, cell["max_batches"] or n_batches)
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0)).numpy()
-    batches = [data.train.take(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
-               for i in range(timed)]
+    if model.trainable:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        n_batches = -(-len(data.train) // cfg.batch_size)
+        timed = min(n_batches, cell["max_batches"] or n_batches)
+        order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0)).numpy()
+        batches = [data.train.take(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+                   for i in range(timed)]
+    else:  # pop, markov: "training" is one counting pass over the data
+        n_batches, timed, batches = 1, 1, [None]
 
     def train_pass(bs: list[Any]) -> float:
         _sync(device)
         t0 = time.perf_counter()
         for samples in bs:
+            if samples is None:
+                model.fit_data(data.seqs.items, data.seqs.offsets, split="test")
+                model.to(device)
+                continue
             batch = make_batch(data, samples).to(device)
             loss = model.calculate_loss(batch)
             opt.zero_grad(set_to_none=True)
@@ -95,14 +102,6 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
         _sync(device)
         return time.perf_counter() - t0
 
-    if not model.trainable:  # pop, markov: "training" is one counting pass over the data
-        def train_pass(bs: list[Any]) -> float:
-            t0 = time.perf_counter()
-            model.fit_data(data.seqs.items, data.seqs.offsets, split="test")
-            model.to(device)
-            return time.perf_counter() - t0
-
-        batches, n_batches, timed = [], 1, 1
     model.train()
     train_pass(batches[:max(1, min(cell["warmup"], timed))])
     infer_pass()

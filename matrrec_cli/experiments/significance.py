@@ -46,15 +46,15 @@ def ndcg10(ranks: np.ndarray) -> np.ndarray:
     return np.where(ranks <= 10, 1.0 / np.log2(ranks + 1.0), 0.0)
 
 
-def _paired(ours: list[Path], base: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-user mean NDCG@10 over seeds, and one seed's ranks, aligned on common users."""
-    def mean_ndcg(run_dirs: list[Path]) -> pd.Series:
-        return pd.concat([test_ranks(r).pipe(lambda s: pd.Series(ndcg10(s.to_numpy()), s.index))
-                          for r in run_dirs], axis=1).mean(axis=1)
+def _paired(ours: list[pd.Series], base: list[pd.Series]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-user mean NDCG@10 over seeds, and the first seed's ranks, aligned on common users.
+    `ours`/`base`: each run's test ranks (user -> rank)."""
+    def mean_ndcg(ranks: list[pd.Series]) -> pd.Series:
+        return pd.concat([pd.Series(ndcg10(r.to_numpy()), r.index) for r in ranks],
+                         axis=1).mean(axis=1)
 
     nd = pd.concat({"ours": mean_ndcg(ours), "base": mean_ndcg(base)}, axis=1, join="inner")
-    rk = pd.concat({"ours": test_ranks(ours[0]), "base": test_ranks(base[0])}, axis=1,
-                   join="inner")
+    rk = pd.concat({"ours": ours[0], "base": base[0]}, axis=1, join="inner")
     return nd, rk
 
 
@@ -97,15 +97,21 @@ def significance(results_dir: str | Path, datasets: list[str] | None = None) -> 
     from matrrec_cli.train.report import chosen_runs
 
     chosen = chosen_runs(results_dir, datasets)
+    cache: dict[Path, pd.Series] = {}
+
+    def ranks(run: Path) -> pd.Series:  # MaTrRec's runs pair with every baseline: read once
+        if run not in cache:
+            cache[run] = test_ranks(run)
+        return cache[run]
+
     rows = []
     for (ds, model), members in sorted(chosen.items()):
         if model == OURS or (ds, OURS) not in chosen:
             continue
         ours = chosen[(ds, OURS)]
         shared = sorted({c["seed"] for _, c, _ in ours} & {c["seed"] for _, c, _ in members})
-        o_runs = _seed_first(ours, shared)
-        b_runs = _seed_first(members, shared)
-        nd, rk = _paired(o_runs, b_runs)
+        nd, rk = _paired([ranks(r) for r in _seed_first(ours, shared)],
+                         [ranks(r) for r in _seed_first(members, shared)])
         for row in _tests(nd, rk):
             rows.append({"dataset": ds, "baseline": model, "ours_seeds": len(ours),
                          "base_seeds": len(members), **row})

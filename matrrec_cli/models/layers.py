@@ -238,6 +238,14 @@ class TransformerEncoder(nn.Module):
         # deepcopy as RecBole: every layer starts equal; models re-initialise with init_normal_.
         self.layer = nn.ModuleList([copy.deepcopy(layer) for _ in range(n_layers)])
 
+    @classmethod
+    def from_config(cls, cfg: TransformerConfig) -> TransformerEncoder:
+        """The encoder of SASRec and BERT4Rec: every transformer key of their shared config."""
+        return cls(n_layers=cfg.n_layers, n_heads=cfg.n_heads, hidden_size=cfg.hidden_size,
+                   inner_size=cfg.inner_size, hidden_dropout_prob=cfg.hidden_dropout_prob,
+                   attn_dropout_prob=cfg.attn_dropout_prob, layer_norm_eps=cfg.layer_norm_eps,
+                   attn_impl=cfg.attn_impl)
+
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         for layer_module in self.layer:
             hidden_states = layer_module(hidden_states, attention_mask)

@@ -39,16 +39,7 @@ class SASRec(SequentialRecommender):
         cfg = config
         self.item_embedding = nn.Embedding(n_items, cfg.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, cfg.hidden_size)
-        self.trm_encoder = TransformerEncoder(
-            n_layers=cfg.n_layers,
-            n_heads=cfg.n_heads,
-            hidden_size=cfg.hidden_size,
-            inner_size=cfg.inner_size,
-            hidden_dropout_prob=cfg.hidden_dropout_prob,
-            attn_dropout_prob=cfg.attn_dropout_prob,
-            layer_norm_eps=cfg.layer_norm_eps,
-            attn_impl=cfg.attn_impl,
-        )
+        self.trm_encoder = TransformerEncoder.from_config(cfg)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
         init_normal_(self, std=cfg.initializer_range)

@@ -32,6 +32,22 @@ SLICE_ELEMS = 1 << 22  # max elements of one (T, b, D, N) work buffer (16 MB fp3
 SLICE_ELEMS_CUDA = 1 << 26  # on a GPU fewer, larger slices: kernel launches cost more than memory
 
 
+def _effective_delta(delta: torch.Tensor, delta_bias: torch.Tensor | None,
+                     softplus: bool) -> torch.Tensor:
+    """Δ as the scan uses it: + dt bias, then softplus (mamba_ssm's delta_bias/delta_softplus)."""
+    if delta_bias is not None:
+        delta = delta + delta_bias
+    return F.softplus(delta) if softplus else delta
+
+
+def _skip_and_gate(y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None,
+                   z: torch.Tensor | None) -> torch.Tensor:
+    """The D skip (y + u·D) and the SiLU(z) gate, when given."""
+    if D is not None:
+        y = y + u * D
+    return y * F.silu(z) if z is not None else y
+
+
 def selective_scan_ref(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -48,10 +64,7 @@ def selective_scan_ref(
     Shapes (batch-major, as our block uses them): u, delta, z (B, L, D); A (D, N); B, C (B, L, N);
     D, delta_bias (D,). Returns y (B, L, D), with the D skip and the SiLU(z) gate when given.
     """
-    if delta_bias is not None:
-        delta = delta + delta_bias
-    if delta_softplus:
-        delta = F.softplus(delta)
+    delta = _effective_delta(delta, delta_bias, delta_softplus)
     h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])  # (B, D, N)
     ys = []
     # unbind, not x[:, t]: indexing makes autograd zero-fill a full tensor per step (O(L²)).
@@ -60,11 +73,7 @@ def selective_scan_ref(
         h = torch.exp(d_t[:, :, None] * A) * h + (d_t * u_t)[:, :, None] * b_t[:, None, :]
         ys.append(torch.einsum("bdn,bn->bd", h, c_t))
     y = torch.stack(ys, dim=1)  # (B, L, D)
-    if D is not None:
-        y = y + u * D
-    if z is not None:
-        y = y * F.silu(z)
-    return y
+    return _skip_and_gate(y, u, D, z)
 
 
 def _slices(n_batch: int, per_row: int, chunk: int, device: torch.device) -> list[slice]:
@@ -220,13 +229,6 @@ def selective_scan(
     chunk: int | None = None,
 ) -> torch.Tensor:
     """Same contract as `selective_scan_ref`, computed by `SelectiveScan`."""
-    if delta_bias is not None:
-        delta = delta + delta_bias
-    if delta_softplus:
-        delta = F.softplus(delta)
+    delta = _effective_delta(delta, delta_bias, delta_softplus)
     y = SelectiveScan.apply(u, delta, A, B, C, chunk or CHUNK)
-    if D is not None:
-        y = y + u * D
-    if z is not None:
-        y = y * F.silu(z)
-    return y
+    return _skip_and_gate(y, u, D, z)

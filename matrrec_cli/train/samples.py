@@ -140,6 +140,19 @@ def split(seqs: Sequences, *, max_len: int, objective: str = "prefix") -> SplitD
                      objective=objective, dropped_users=int((~ok).sum()))
 
 
+def known_positions(offsets: np.ndarray, held_out: int) -> np.ndarray:
+    """Boolean mask over the flat item array: True except for the last `held_out` items of each
+    user (2 before validation, 1 before the test); users with fewer than 3 items are left out
+    of the split and contribute nothing."""
+    n = int(offsets[-1])
+    lo, hi = offsets[:-1], offsets[1:]
+    ok = (hi - lo) >= 3
+    diff = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(diff, lo[ok], 1)
+    np.add.at(diff, hi[ok] - held_out, -1)
+    return np.cumsum(diff[:-1]) > 0
+
+
 def _gather(
     items: np.ndarray, a: np.ndarray, b: np.ndarray, width: int, shift: int = 0
 ) -> np.ndarray:
