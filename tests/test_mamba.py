@@ -291,3 +291,35 @@ def test_bf16_input_runs_scan_in_fp32() -> None:
     got = m.to(torch.bfloat16)(u.to(torch.bfloat16))
     assert got.dtype == torch.bfloat16
     assert math.isclose(float((got.float() - want).abs().max().detach()), 0.0, abs_tol=0.1)
+
+
+# --- skip_padding: the scan with per-row lengths -------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16])
+def test_scan_with_lengths_equals_dense_on_real_steps(monkeypatch: pytest.MonkeyPatch,
+                                                      chunk: int) -> None:
+    # several batch slices, so sorting rows across slices and per-slice chunk bounds both count
+    monkeypatch.setattr(scan_mod, "SLICE_ELEMS", 4 * 16 * 8 * 6)
+    inp = {k: v.requires_grad_() for k, v in scan_inputs(23, 19, 8, 6, torch.float64, 1.0).items()}
+    g = torch.Generator().manual_seed(5)
+    lengths = torch.randint(1, 20, (23,), generator=g)
+    lengths[:3] = torch.tensor([19, 1, 2])
+    real = (torch.arange(19)[None, :] < lengths[:, None])[..., None]  # (B, L, 1)
+    y = selective_scan(**inp, delta_softplus=True, chunk=chunk, lengths=lengths)
+    y_ref = selective_scan_ref(**inp, delta_softplus=True)
+    assert (y[~real.expand_as(y)] == 0).all()  # padded steps: exactly 0
+    assert (y - y_ref * real).abs().max().item() <= 1e-10
+    # a loss that reads real steps only (as a right-padding-invariant model does)
+    w = torch.randn(y.shape, generator=g, dtype=y.dtype) * real
+    got = torch.autograd.grad((y * w).sum(), list(inp.values()))
+    want = torch.autograd.grad((y_ref * w).sum(), list(inp.values()))
+    for name, a, b in zip(inp, got, want, strict=True):
+        assert (a - b).abs().max().item() <= 1e-10 * max(1.0, b.abs().max().item()), name
+
+
+def test_scan_with_full_lengths_equals_dense() -> None:
+    inp = scan_inputs(4, 11, 8, 6, torch.float32)
+    full = torch.full((4,), 11)
+    torch.testing.assert_close(selective_scan(**inp, lengths=full), selective_scan(**inp),
+                               rtol=0, atol=1e-6)

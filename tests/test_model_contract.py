@@ -159,3 +159,28 @@ def test_same_seed_same_init_and_state_dict_round_trip(name: str) -> None:
         torch.testing.assert_close(
             b.full_sort_scores(seq, lengths), a.full_sort_scores(seq, lengths), rtol=0, atol=0
         )
+
+
+@pytest.mark.parametrize("name", ["matrrec", "mamba4rec"])
+def test_skip_padding_changes_no_real_output_or_gradient(name: str) -> None:
+    """`skip_padding` is a speed option: scores, loss and every gradient equal the dense scan's."""
+    cls = get_model_class(name)
+    overrides = {**cls.paper_overrides(dropout=0.1), **cls.dropout_overrides(0.0)}
+    models = []
+    for skip in (False, True):
+        torch.manual_seed(0)
+        models.append(build_model(name, n_items=N_ITEMS, max_len=MAX_LEN,
+                                  overrides={**overrides, "skip_padding": skip}))
+    seq, lengths = batch()
+    target = torch.randint(1, N_ITEMS, (B,), generator=torch.Generator().manual_seed(3))
+    losses, grads = [], []
+    for model in models:
+        with torch.no_grad():
+            scores = model.eval().full_sort_scores(seq, lengths)
+        loss = model.train().calculate_loss(SeqBatch(item_seq=seq, lengths=lengths, target=target))
+        loss.backward()
+        losses.append((scores, loss.detach()))
+        grads.append({k: p.grad for k, p in model.named_parameters()})
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-6, msg=k)

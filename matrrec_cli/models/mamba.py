@@ -142,8 +142,13 @@ class Mamba(nn.Module):
 
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory_kwargs)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(B, L, d_model) -> (B, L, d_model)."""
+    def forward(self, hidden_states: torch.Tensor, lengths: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """(B, L, d_model) -> (B, L, d_model).
+
+        `lengths` (B,), our extension: the rows are right-padded histories and the torch scan
+        skips their padded steps (outputs there are 0; see `selective_scan`). The fused kernels
+        have no such input and compute every step; real positions agree either way."""
         on_cuda = hidden_states.is_cuda
         if self.backend == "cuda" and not on_cuda:
             raise MatrrecError(
@@ -154,9 +159,10 @@ class Mamba(nn.Module):
             self.last_backend = "cuda"
             return self._forward_cuda(hidden_states)
         self.last_backend = "torch"
-        return self._forward_torch(hidden_states)
+        return self._forward_torch(hidden_states, lengths)
 
-    def _forward_torch(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def _forward_torch(self, hidden_states: torch.Tensor, lengths: torch.Tensor | None = None
+                       ) -> torch.Tensor:
         L = hidden_states.shape[1]
         # The scan runs in at least fp32, like the kernels (§7: "All in fp32").
         dtype = torch.promote_types(hidden_states.dtype, torch.float32)
@@ -169,6 +175,7 @@ class Mamba(nn.Module):
         y = selective_scan(
             x.to(dtype), dt.to(dtype), A, B.to(dtype), C.to(dtype), self.D.to(dtype),
             z=z.to(dtype), delta_bias=self.dt_proj.bias.to(dtype), delta_softplus=True,
+            lengths=lengths,
         )  # (B, L, Din)
         return self.out_proj(y.to(hidden_states.dtype))
 

@@ -37,6 +37,7 @@ class Mamba4RecConfig:
     expand: int = 2  # Mamba inner width = expand x hidden
     init: Literal["faithful", "mamba"] = "faithful"  # faithful: N(0, 0.02) overwrites Mamba's
     mamba_backend: Literal["auto", "torch", "cuda"] = "auto"  # auto: fused kernels on CUDA if any
+    skip_padding: bool = False  # speed only: the CPU scan skips padded steps (see MaTrRecConfig)
 
     def __post_init__(self) -> None:
         if self.init not in ("faithful", "mamba"):
@@ -77,8 +78,8 @@ class MambaLayer(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=1e-12)
         self.ffn = FeedForward(cfg.hidden_size, cfg.hidden_size * 4, cfg.dropout_prob)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(self.mamba(x))  # (B, L, D)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.dropout(self.mamba(x, lengths))  # (B, L, D)
         h = self.LayerNorm(h if self.num_layers == 1 else h + x)  # no residual with 1 layer
         return self.ffn(h)
 
@@ -101,8 +102,9 @@ class Mamba4Rec(SequentialRecommender):
 
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.LayerNorm(self.dropout(self.item_embedding(item_seq)))  # dropout THEN LN (quirk)
+        skip = lengths if self.config.skip_padding else None
         for layer in self.mamba_layers:
-            x = layer(x)  # (B, L, D)
+            x = layer(x, skip)  # (B, L, D)
         return x
 
     @classmethod

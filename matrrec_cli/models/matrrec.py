@@ -43,6 +43,10 @@ class MaTrRecConfig:
     init: Literal["faithful", "mamba"] = "faithful"  # faithful: RecBole init overwrites Mamba's
     mamba_backend: Literal["auto", "torch", "cuda"] = "auto"  # auto: fused kernels on CUDA if any
     attn_impl: AttnImpl = "explicit"  # "sdpa": torch's fused attention, equal up to rounding
+    # Speed, not model: the CPU scan skips each row's padded steps. Real positions are computed
+    # exactly, but A's gradient sums fewer terms in another order (float rounding), so off by
+    # default (faithful runs stay bit-identical); measured in the README (issue 7).
+    skip_padding: bool = False
     # --- Table 3 ablations (paper defaults: PE off, FFN on, residuals on, dropout on) ----------
     use_position_embedding: bool = False  # "Add PE": learned table of max_len rows, as SASRec
     use_ffn: bool = True  # False: "Remove FFN", the transformer layer is attention only
@@ -84,8 +88,8 @@ class MambaLayer(nn.Module):
         self.dropout = nn.Dropout(dropout_prob)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(self.mamba(x))  # (B, L, D)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.dropout(self.mamba(x, lengths))  # (B, L, D)
         return self.LayerNorm(h + x if self.residual else h)
 
 
@@ -108,8 +112,9 @@ class MambaTrLayer(nn.Module):
             attn_impl=cfg.attn_impl,
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.trm_encoder(self.mamba(x), mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.trm_encoder(self.mamba(x, lengths), mask)
 
 
 class MaTrRec(SequentialRecommender):
@@ -142,15 +147,17 @@ class MaTrRec(SequentialRecommender):
         init_normal_(self, std=cfg.initializer_range, skip=skip)
 
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Per-position outputs (B, L, D); `lengths` is unused, the mask comes from the pads."""
+        """Per-position outputs (B, L, D). The mask comes from the pads; `lengths` is used only
+        by `skip_padding` (a padded position's output is then not the dense one's)."""
         x = self.item_embedding(item_seq)  # (B, L, D)
         if self.position_embedding is not None:
             pos = torch.arange(item_seq.size(1), device=item_seq.device)
             x = x + self.position_embedding(pos)[None]  # (B, L, D)
         x = self.dropout(self.LayerNorm(x))  # LN then dropout, unlike Mamba4Rec (protocol §6.3)
         mask = attention_mask(item_seq)  # (B, 1, L, L) causal + padding, computed once
+        skip = lengths if self.config.skip_padding else None
         for layer in self.mambatr_layers:
-            x = layer(x, mask)
+            x = layer(x, mask, skip)
         return x
 
     @classmethod

@@ -85,95 +85,149 @@ def _slices(n_batch: int, per_row: int, chunk: int, device: torch.device) -> lis
 
 def _chunk_forward(
     h0: torch.Tensor, delta: torch.Tensor, du: torch.Tensor, A: torch.Tensor,
-    B: torch.Tensor, dA: torch.Tensor, hs: torch.Tensor,
+    B: torch.Tensor, dA: torch.Tensor, hs: torch.Tensor, steps: list[int] | None = None,
 ) -> None:
     """Fill dA = exp(Δ A) and hs = the states of one chunk, in place. Time-major shapes:
-    h0 (b, D, N); delta, du (T, b, D); B (T, b, N); dA, hs (T, b, D, N)."""
+    h0 (b, D, N); delta, du (T, b, D); B (T, b, N); dA, hs (T, b, D, N).
+    `steps[t]`: rows still inside their history at step t (rows sorted longest first); the
+    recurrence skips the others, whose states at those steps are then left unfinished."""
     torch.mul(delta[..., None], A, out=dA)
     dA.exp_()
     torch.mul(du[..., None], B[:, :, None, :], out=hs)
-    hs[0].addcmul_(dA[0], h0)
+    if steps is None:
+        hs[0].addcmul_(dA[0], h0)
+        for t in range(1, hs.shape[0]):
+            hs[t].addcmul_(dA[t], hs[t - 1])
+        return
+    m = steps[0]
+    hs[0, :m].addcmul_(dA[0, :m], h0[:m])
     for t in range(1, hs.shape[0]):
-        hs[t].addcmul_(dA[t], hs[t - 1])
+        m = steps[t]
+        if m == 0:
+            break
+        hs[t, :m].addcmul_(dA[t, :m], hs[t - 1, :m])
+
+
+def _buffers(n_buf: int, chunk: int, b: int, d: int, n: int, like: torch.Tensor
+             ) -> list[torch.Tensor]:
+    """Flat (chunk·b·D·N) work buffers; `_view` carves a contiguous (T, a, D, N) from one."""
+    return [like.new_empty(chunk * b * d * n) for _ in range(n_buf)]
+
+
+def _view(buf: torch.Tensor, tc: int, a: int, d: int, n: int) -> torch.Tensor:
+    return buf[: tc * a * d * n].view(tc, a, d, n)
+
+
+def _chunks(L: int, chunk: int, counts: list[int] | None) -> list[tuple[int, int]]:
+    """Chunk bounds (t0, t1): every `chunk` steps, or with `counts` also wherever the live rows
+    fall below half the chunk's first step, so that no chunk wastes much work on rows whose
+    histories have ended (short histories: many short chunks first, then long ones)."""
+    bounds = []
+    t0 = 0
+    while t0 < L:
+        t1 = t0 + 1
+        while t1 < min(t0 + chunk, L) and (counts is None or 2 * counts[t1] >= counts[t0]):
+            t1 += 1
+        bounds.append((t0, t1))
+        t0 = t1
+    return bounds
+
+
+def _active(counts: list[int] | None, t: int, b: int) -> int:
+    """Rows still inside their history at step t (all b rows when lengths are not given)."""
+    return b if counts is None else (counts[t] if t < len(counts) else 0)
 
 
 def _scan_slice(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-    chunk: int,
+    chunk: int, counts: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward over one batch slice, time-major: returns y (L, b, D) and the chunk-entry states
-    (n_chunks, b, D, N)."""
+    (n_chunks, b, D, N). With `counts` (rows sorted longest first, counts[t] = rows whose
+    history reaches step t) each chunk runs on its live rows only; y is 0 past a row's chunk."""
     L, b, d = u.shape
     n = A.shape[1]
     du = delta * u  # (L, b, D)
-    y = u.new_empty(L, b, d)
-    starts = range(0, L, chunk)
-    h0s = u.new_empty(len(starts), b, d, n)
-    dA = u.new_empty(chunk, b, d, n)
-    hs = u.new_empty(chunk, b, d, n)
+    y = u.new_empty(L, b, d) if counts is None else u.new_zeros(L, b, d)
+    bounds = _chunks(L, chunk, counts)
+    h0s = u.new_empty(len(bounds), b, d, n)
+    dA_buf, hs_buf = _buffers(2, chunk, b, d, n, u)
     h0s[0].zero_()
-    for i, t0 in enumerate(starts):
-        t1 = min(t0 + chunk, L)
+    for i, (t0, t1) in enumerate(bounds):
         tc = t1 - t0
-        _chunk_forward(h0s[i], delta[t0:t1], du[t0:t1], A, B[t0:t1], dA[:tc], hs[:tc])
-        # y_t = h_t C_t as one batched mat-vec over the chunk: (T·b, D, N) @ (T·b, N, 1)
-        torch.matmul(hs[:tc].view(tc * b, d, n), C[t0:t1].reshape(tc * b, n, 1),
-                     out=y[t0:t1].view(tc * b, d, 1))
-        if i + 1 < len(starts):
-            h0s[i + 1] = hs[tc - 1]
+        a = _active(counts, t0, b)
+        if a == 0:  # sorted rows: no later chunk has live rows either
+            break
+        dA, hs = _view(dA_buf, tc, a, d, n), _view(hs_buf, tc, a, d, n)
+        steps = None if counts is None else counts[t0:t1]
+        _chunk_forward(h0s[i, :a], delta[t0:t1, :a], du[t0:t1, :a], A, B[t0:t1, :a], dA, hs,
+                       steps)
+        # y_t = h_t C_t as one batched mat-vec over the chunk: (T·a, D, N) @ (T·a, N, 1)
+        if a == b:
+            torch.matmul(hs.view(tc * b, d, n), C[t0:t1].reshape(tc * b, n, 1),
+                         out=y[t0:t1].view(tc * b, d, 1))
+        else:
+            y[t0:t1, :a] = torch.matmul(hs.view(tc * a, d, n),
+                                        C[t0:t1, :a].reshape(tc * a, n, 1)).view(tc, a, d)
+        if i + 1 < len(bounds):
+            a_next = _active(counts, t1, b)
+            h0s[i + 1, :a_next] = hs[tc - 1, :a_next]
     return y, h0s
 
 
 def _scan_slice_backward(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-    h0s: torch.Tensor, gy: torch.Tensor, chunk: int,
+    h0s: torch.Tensor, gy: torch.Tensor, chunk: int, counts: list[int] | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """Backward over one batch slice, time-major; returns grads of u, delta, A, B, C."""
+    """Backward over one batch slice, time-major; returns grads of u, delta, A, B, C.
+    With `counts` (see `_scan_slice`) gy must be 0 past each row's length; the grads are then
+    0 there too and only live rows are computed."""
     L, b, d = u.shape
     n = A.shape[1]
     du = delta * u
-    g_du = torch.empty_like(u)
-    g_delta = torch.empty_like(u)
-    g_B = torch.empty_like(B)
-    g_C = torch.empty_like(C)
+    new = torch.empty_like if counts is None else torch.zeros_like
+    g_du, g_delta, g_B, g_C = new(u), new(u), new(B), new(C)
     g_A = torch.zeros_like(A)
-    dA = u.new_empty(chunk, b, d, n)
-    hs = u.new_empty(chunk, b, d, n)
-    gh = u.new_empty(chunk, b, d, n)
-    starts = list(range(0, L, chunk))
-    carry = None  # exp(Δ A) ⊙ g at the first step of the chunk to the right
-    for i in reversed(range(len(starts))):
-        t0 = starts[i]
-        t1 = min(t0 + chunk, L)
+    dA_buf, hs_buf, gh_buf = _buffers(3, chunk, b, d, n, u)
+    carry = None  # exp(Δ A) ⊙ g at the first step of the chunk to the right, its live rows
+    for i, (t0, t1) in reversed(list(enumerate(_chunks(L, chunk, counts)))):
         tc = t1 - t0
-        h0 = h0s[i]
-        delta_c, du_c, B_c, gy_c = delta[t0:t1], du[t0:t1], B[t0:t1], gy[t0:t1]
-        dA_c, hs_c, gh_c = dA[:tc], hs[:tc], gh[:tc]
-        _chunk_forward(h0, delta_c, du_c, A, B_c, dA_c, hs_c)
-        # dL/dC_t = gy_tᵀ h_t: (T·b, 1, D) @ (T·b, D, N)
-        torch.matmul(gy_c.reshape(tc * b, 1, d), hs_c.view(tc * b, d, n),
-                     out=g_C[t0:t1].view(tc * b, 1, n))
+        a = _active(counts, t0, b)
+        if a == 0:
+            continue
+        dA_c, hs_c, gh_c = (_view(x, tc, a, d, n) for x in (dA_buf, hs_buf, gh_buf))
+        delta_c, du_c, B_c, C_c, gy_c = (x[t0:t1, :a] for x in (delta, du, B, C, gy))
+        _chunk_forward(h0s[i, :a], delta_c, du_c, A, B_c, dA_c, hs_c,
+                       None if counts is None else counts[t0:t1])
+        # dL/dC_t = gy_tᵀ h_t: (T·a, 1, D) @ (T·a, D, N)
+        if a == b:
+            torch.matmul(gy_c.reshape(tc * b, 1, d), hs_c.view(tc * b, d, n),
+                         out=g_C[t0:t1].view(tc * b, 1, n))
+        else:
+            g_C[t0:t1, :a] = torch.matmul(gy_c.reshape(tc * a, 1, d),
+                                          hs_c.view(tc * a, d, n)).view(tc, a, n)
         # Adjoint recurrence, newest step first: g_t = C_t gy_t + exp(Δ_{t+1} A) g_{t+1}
-        torch.mul(gy_c[..., None], C[t0:t1, :, None, :], out=gh_c)
+        torch.mul(gy_c[..., None], C_c[:, :, None, :], out=gh_c)
         if carry is not None:
-            gh_c[tc - 1] += carry
+            gh_c[tc - 1, : carry.shape[0]] += carry
         for t in range(tc - 2, -1, -1):
-            gh_c[t].addcmul_(dA_c[t + 1], gh_c[t + 1])
+            m = _active(counts, t0 + t + 1, a)  # rows whose step t+1 is real: g_{t+1} != 0
+            gh_c[t, :m].addcmul_(dA_c[t + 1, :m], gh_c[t + 1, :m])
         carry = dA_c[0] * gh_c[0]
         # Input term (Δu) B: dL/d(Δu) = g B, dL/dB = (Δu)ᵀ g
-        torch.matmul(gh_c.view(tc * b, d, n), B_c.reshape(tc * b, n, 1),
-                     out=g_du[t0:t1].view(tc * b, d, 1))
-        torch.matmul(du_c.reshape(tc * b, 1, d), gh_c.view(tc * b, d, n),
-                     out=g_B[t0:t1].view(tc * b, 1, n))
+        g_du_c = torch.matmul(gh_c.view(tc * a, d, n), B_c.reshape(tc * a, n, 1))
+        g_B_c = torch.matmul(du_c.reshape(tc * a, 1, d), gh_c.view(tc * a, d, n))
+        g_du[t0:t1, :a] = g_du_c.view(tc, a, d)
+        g_B[t0:t1, :a] = g_B_c.view(tc, a, n)
         # Decay term: dL/d(ΔA) = g_t ⊙ h_{t-1} ⊙ exp(ΔA), formed in place in gh.
         gh_c[1:].mul_(hs_c[:-1])
-        gh_c[0].mul_(h0)
+        gh_c[0].mul_(h0s[i, :a])
         gh_c.mul_(dA_c)
         # Contract per channel d with strided batched matmuls (no permuted copies):
         # dL/dA[d] = Σ_k Δ[k,d] gX[k,d,:] and dL/dΔ[k,d] = gX[k,d,:]·A[d,:], k = (t, b).
-        g_x = gh_c.view(tc * b, d, n).transpose(0, 1)  # (D, T·b, N), strided view
-        g_A += torch.bmm(delta_c.reshape(tc * b, d).t()[:, None, :], g_x)[:, 0]
-        g_delta[t0:t1] = torch.bmm(g_x, A[:, :, None])[..., 0].t().view(tc, b, d)
+        g_x = gh_c.view(tc * a, d, n).transpose(0, 1)  # (D, T·a, N), strided view
+        g_A += torch.bmm(delta_c.reshape(tc * a, d).t()[:, None, :], g_x)[:, 0]
+        g_delta[t0:t1, :a] = torch.bmm(g_x, A[:, :, None])[..., 0].t().view(tc, a, d)
     g_delta += g_du * u
     return g_du * delta, g_delta, g_A, g_B, g_C
 
@@ -183,37 +237,53 @@ def _tm(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(0, 1).contiguous()
 
 
+def _slice_counts(lengths: list[int] | None, sl: slice, L: int) -> list[int] | None:
+    """counts[t] = rows of the slice whose history reaches step t (lengths sorted, longest
+    first), or None for full rows."""
+    if lengths is None:
+        return None
+    lens = torch.tensor(lengths[sl])
+    return (lens[:, None] > torch.arange(L)[None, :]).sum(0).tolist()
+
+
 class SelectiveScan(torch.autograd.Function):
     """y = scan(u, Δ, A, B, C) without the D skip and the gate; see the module docstring.
-    Batch slices are scanned one after another so that work buffers stay bounded."""
+    Batch slices are scanned one after another so that work buffers stay bounded.
+    `lengths` (rows sorted longest first) makes each slice skip the steps past its rows'
+    histories; y is then unspecified there and the caller must mask it (see selective_scan)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, chunk: int = CHUNK):
+    def forward(ctx, u, delta, A, B, C, chunk: int = CHUNK, lengths: list[int] | None = None):
         y = torch.empty_like(u)
         h0s = []
+        L = u.shape[1]
         for sl in _slices(u.shape[0], A.numel(), chunk, u.device):
-            y_s, h0s_s = _scan_slice(_tm(u[sl]), _tm(delta[sl]), A, _tm(B[sl]), _tm(C[sl]), chunk)
+            y_s, h0s_s = _scan_slice(_tm(u[sl]), _tm(delta[sl]), A, _tm(B[sl]), _tm(C[sl]), chunk,
+                                     _slice_counts(lengths, sl, L))
             y[sl] = y_s.transpose(0, 1)
             h0s.append(h0s_s)
         ctx.save_for_backward(u, delta, A, B, C, *h0s)
         ctx.chunk = chunk
+        ctx.lengths = lengths
         return y
 
     @staticmethod
     def backward(ctx, gy):
         u, delta, A, B, C, *h0s = ctx.saved_tensors
         chunk = ctx.chunk
+        L = u.shape[1]
         grads = [torch.empty_like(u), torch.empty_like(delta), torch.zeros_like(A),
                  torch.empty_like(B), torch.empty_like(C)]
         for sl, h0s_s in zip(_slices(u.shape[0], A.numel(), chunk, u.device), h0s, strict=True):
             g_u, g_delta, g_A, g_B, g_C = _scan_slice_backward(
-                _tm(u[sl]), _tm(delta[sl]), A, _tm(B[sl]), _tm(C[sl]), h0s_s, _tm(gy[sl]), chunk)
+                _tm(u[sl]), _tm(delta[sl]), A, _tm(B[sl]), _tm(C[sl]), h0s_s, _tm(gy[sl]), chunk,
+                _slice_counts(ctx.lengths, sl, L))
             grads[0][sl] = g_u.transpose(0, 1)
             grads[1][sl] = g_delta.transpose(0, 1)
             grads[2] += g_A
             grads[3][sl] = g_B.transpose(0, 1)
             grads[4][sl] = g_C.transpose(0, 1)
-        return (*grads, None)
+        return (*grads, None, None)
 
 
 def selective_scan(
@@ -227,8 +297,25 @@ def selective_scan(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     chunk: int | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Same contract as `selective_scan_ref`, computed by `SelectiveScan`."""
+    """Same contract as `selective_scan_ref`, computed by `SelectiveScan`.
+
+    `lengths` (B,): rows are right-padded histories of these lengths; the scan then skips the
+    padded steps (a live row's steps are computed exactly, padded steps cost nothing) and
+    returns 0 at them. Exact for models that never read a padded position's output, which a
+    causal, right-padding-invariant model does not; only float rounding of A's gradient (a sum
+    over fewer, reordered terms) differs from the dense scan."""
     delta = _effective_delta(delta, delta_bias, delta_softplus)
-    y = SelectiveScan.apply(u, delta, A, B, C, chunk or CHUNK)
-    return _skip_and_gate(y, u, D, z)
+    if lengths is None:
+        y = SelectiveScan.apply(u, delta, A, B, C, chunk or CHUNK)
+        return _skip_and_gate(y, u, D, z)
+    L = u.shape[1]
+    lengths = lengths.clamp(0, L)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    inverse = torch.argsort(order)
+    u_s, delta_s, B_s, C_s = (x.index_select(0, order) for x in (u, delta, B, C))
+    y = SelectiveScan.apply(u_s, delta_s, A, B_s, C_s, chunk or CHUNK,
+                            lengths[order].tolist()).index_select(0, inverse)
+    valid = torch.arange(L, device=u.device)[None, :] < lengths[:, None]  # (B, L)
+    return _skip_and_gate(y, u, D, z) * valid[..., None]
