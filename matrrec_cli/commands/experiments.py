@@ -50,11 +50,13 @@ def _write_csv(df: Any, path: Path) -> None:
     print(f"written {path}", file=sys.stderr)
 
 
-def _cell(value: float, std: Any, *, bold: bool = False, worse: bool = False) -> str:
+def _cell(value: float, std: Any, *, bold: bool = False, worse: bool = False,
+          paper: float | None = None) -> str:
     from matrrec_cli.experiments.runner import fmt
 
     text = fmt(value, None if std is None or std != std else float(std)) + (" ↓" if worse else "")
-    return f"[bold]{text}[/]" if bold else text
+    text = f"[bold]{text}[/]" if bold else text
+    return text + (f" [dim](paper {paper:.4f})[/]" if paper is not None and paper == paper else "")
 
 
 def register(app: typer.Typer) -> None:
@@ -116,7 +118,8 @@ def register(app: typer.Typer) -> None:
             for ds in datasets:
                 row = df[(df["dataset"] == ds) & (df["label"] == label)].iloc[0]
                 cells += [_cell(row[m], row[f"{m}_std"], bold=row[f"{m}_better"],
-                                worse=row[f"{m}_worse10"]) for m in ablation.METRICS]
+                                worse=row[f"{m}_worse10"], paper=row[f"{m}_paper"])
+                          for m in ablation.METRICS]
             table.add_row(label, *cells)
         Console().print(table)
 

@@ -57,6 +57,7 @@ def table2(
                 continue
             std = row.get(f"{m}_std")
             text = f"{v:.4f}" + (f" ± {std:.4f}" if std is not None and std == std else "")
+            text += "†" if row.get(f"{m}_outside_2std") is True else ""
             mark = row.get(f"{m}_mark")
             cells.append(f"[bold]{text}[/]" if mark == "best" else
                          f"[underline]{text}[/]" if mark == "second" else text)
@@ -68,8 +69,15 @@ def table2(
         table.add_row(row["dataset"] if row["dataset"] != previous else "", row["metric"],
                       *cells, *imp_cells)
         previous = row["dataset"]
+        published = {m: row.get(f"{m}_paper") for m in models}
+        if any(v is not None and v == v for v in published.values()):
+            table.add_row("", "[dim]paper[/]", *_paper_cells(published, models))
     console = Console()
     console.print(table)
+    paper_cols = [c for c in wide.columns if c.endswith("_paper")]
+    if wide[paper_cols].notna().any().any():
+        console.print("  paper: the published value; † ours lies more than 2 std (over our "
+                      "seeds) from it")
     settings = long.drop_duplicates(["dataset", "model"])
     for _, s in settings.iterrows():
         console.print(f"  {s['dataset']}/{s['model']}: preset {s['preset']}, objective "
@@ -181,3 +189,17 @@ def breakdown(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(report_app, name="report")
+
+
+def _paper_cells(published: dict[str, float | None], models: list[str]) -> list[str]:
+    """The paper's row: its values and its own improvement columns."""
+    from matrrec_cli.train import report
+
+    cells = [f"[dim]{v:.4f}[/]" if v is not None and v == v else "" for v in
+             (published[m] for m in models)]
+    ours = published.get(report.OURS)
+    for base in report.VS:
+        b = published.get(base)
+        cells.append(f"[dim]{100 * (ours - b) / b:.2f}%[/]" if ours and b else "")
+    return cells
+

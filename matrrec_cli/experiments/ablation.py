@@ -1,7 +1,8 @@
 """Table 3: MaTrRec ablations as configuration switches (models/matrrec.py) on the trainer.
 
 Rows as the paper: the default (1 layer, 1 head), then each variant. A cell is better than the
-default (bold) when its mean is higher, and marked ↓ when it is more than 10 % below it.
+default (bold) when its mean is higher, and marked ↓ when it is more than 10 % below it. The
+paper's value for the same dataset and row, where it has one, goes beside each cell.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from matrrec_cli.errors import UsageError
+from matrrec_cli.experiments import paper
 from matrrec_cli.experiments.runner import RunResult, RunSpec, summarise
 
 DEFAULT_LABEL = "L=1,H=1"
@@ -69,4 +71,5 @@ def table3(results: list[RunResult]) -> pd.DataFrame:
                                     and r[m] > ref)
             r[f"{m}_worse10"] = bool(ref and r[m] < (1 - WORSE) * ref)
             r[f"{m}_vs_default_pct"] = round(100 * (r[m] - ref) / ref, 2) if ref else None
+            r[f"{m}_paper"] = paper.table3_value(r["dataset"], r["label"], m)
     return pd.DataFrame(rows)

@@ -3,7 +3,9 @@
 Rows are (dataset, metric) and columns models, as in the paper; each cell is the mean over seeds
 of the test metric rounded to 4 decimals (± std when there are several seeds). The best value in
 a row is bold, the second best underlined (ties share the mark). The improvement columns give
-MaTrRec's relative gain over SASRec and over Mamba4Rec, as the paper's last two columns.
+MaTrRec's relative gain over SASRec and over Mamba4Rec, as the paper's last two columns. Where the
+paper has the dataset, its value sits beside each cell (`<model>_paper`), and `<model>_outside_2std`
+says whether our mean lies more than two of our standard deviations from it.
 
 Where a (dataset, model) has runs of several configurations, the one with the most seeds (then the
 newest) is used; the settings of every cell (preset, objective, max_len, seeds) are listed too.
@@ -18,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from matrrec_cli.errors import MatrrecError
+from matrrec_cli.experiments import paper
 from matrrec_cli.train.runs import finished_runs
 
 MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "core",
@@ -112,6 +115,8 @@ def table2(long: pd.DataFrame,
                 std = cells.loc[m, "std"]
                 row[m] = v
                 row[f"{m}_std"] = None if pd.isna(std) else float(std)
+                row[f"{m}_paper"] = paper.table2_value(ds, m, metric)
+                row[f"{m}_outside_2std"] = paper.outside(v, row[f"{m}_std"], row[f"{m}_paper"])
                 row[f"{m}_mark"] = ("best" if v == ranked[0] else
                                     "second" if len(ranked) > 1 and v == ranked[1] else "")
             for base in VS:
