@@ -58,11 +58,11 @@ def test_outside_two_std() -> None:
     assert paper.outside(0.050, 0.002, None) is None  # no paper value
 
 
-def _fake_run(root: Path, model: str, seed: int, ndcg: float) -> None:
-    run = root / "runs" / "musical" / model / f"20260101-00000{seed}-abc"
+def _fake_run(root: Path, model: str, seed: int, ndcg: float, tag: str = "") -> None:
+    run = root / "runs" / "musical" / model / f"20260101-00000{seed}-abc{tag}"
     run.mkdir(parents=True)
     cfg = {"dataset": "musical", "model": model, "seed": seed, "preset": "paper",
-           "objective": "prefix", "max_len": 50, "epochs": 300, "sources": {}}
+           "objective": "prefix", "max_len": 50, "epochs": 300, "sources": {}, "tag": tag}
     test = dict.fromkeys(report.METRICS, ndcg)
     (run / "config.json").write_text(json.dumps(cfg))
     (run / "metrics.json").write_text(json.dumps({"test": test, "valid": test}))
@@ -87,3 +87,11 @@ def test_table3_carries_the_paper_value() -> None:
     df = ablation.table3([res("L=1,H=1"), res("Remove RC")]).set_index("label")
     assert df.loc["Remove RC", "ndcg@10_paper"] == 0.0419
     assert df.loc["L=1,H=1", "recall@10_paper"] == 0.1085
+
+
+def test_a_tagged_recipe_is_its_own_column(tmp_path: Path) -> None:
+    _fake_run(tmp_path, "matrrec", 1, 0.050)
+    _fake_run(tmp_path, "matrrec", 1, 0.070, tag="tuned")
+    wide = report.table2(report.collect(tmp_path)).set_index("metric")
+    assert wide.loc["ndcg@10", "matrrec"] == 0.050
+    assert wide.loc["ndcg@10", "matrrec (tuned)"] == 0.070

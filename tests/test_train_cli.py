@@ -12,8 +12,10 @@ import pytest
 from test_train_tiny import synthetic_interactions
 
 from matrrec_cli.cli import main
+from matrrec_cli.errors import UsageError
 from matrrec_cli.io import write_json
 from matrrec_cli.train import pipeline, runs
+from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.samples import build_sequences, split
 
 
@@ -145,3 +147,21 @@ def test_help_shows_defaults_in_brackets(command: str, text: str, capsys, monkey
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert text in capsys.readouterr().out
+
+
+def test_late_keys_at_their_defaults_keep_older_config_hashes() -> None:
+    """weight_decay, tag and skip_padding came after the first recorded runs: a config that
+    leaves them at their defaults must hash like a record written without them."""
+    from matrrec_cli.train.config import resolve
+
+    cfg = resolve(dataset="ml-100k", model="matrrec", cli={})
+    old = cfg.to_dict()
+    for key in ("weight_decay", "tag"):
+        old.pop(key)
+    old["model_config"].pop("skip_padding")
+    assert TrainConfig.from_dict(old).config_hash() == cfg.config_hash()
+    for pair in ("weight_decay=0.01", "tag=tuned", "skip_padding=true"):
+        assert resolve(dataset="ml-100k", model="matrrec", cli={},
+                       sets=[pair]).config_hash() != cfg.config_hash(), pair
+    with pytest.raises(UsageError):
+        resolve(dataset="ml-100k", model="matrrec", cli={}, sets=["weight_decay=-1"])

@@ -212,3 +212,14 @@ def test_progress_plain_line_per_epoch_and_rich_runs(tmp_path: Path, capsys) -> 
     m_plain, _ = run(cfg, reporter=Reporter(rich=False))
     m_rich, _ = run(cfg, reporter=Reporter(rich=True))  # the bar must not change a number
     assert m_rich["test_full"] == m_plain["test_full"]
+
+
+def test_weight_decay_is_adams_l2_term(tmp_path: Path) -> None:
+    """weight_decay reaches the optimizer: a large one shrinks the weights against no decay."""
+    m0, d0 = run(tiny_config(tmp_path, epochs=2))
+    m1, d1 = run(tiny_config(tmp_path, epochs=2, weight_decay=0.5))
+    w0 = torch.load(d0 / runs.LAST, weights_only=True)["model"]
+    w1 = torch.load(d1 / runs.LAST, weights_only=True)["model"]
+    norm = lambda w: sum(float(v.float().norm()) for v in w.values())  # noqa: E731
+    assert norm(w1) < norm(w0)
+    assert m1["test_full"] != m0["test_full"]

@@ -38,8 +38,15 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "preset": "paper",
     "mask_history": False,  # RecBole does not mask seen items for sequential models
     "max_len": 50,  # used only when datasets.toml has no entry
+    "weight_decay": 0.0,  # Adam's L2 term (RecBole's weight_decay); 0 in every released config
+    "tag": "",  # a name for a recipe beyond the paper (e.g. "tuned"): its own column in reports
 }
-SETTABLE = ("batch_size", "eval_batch_size", "lr", "stopping_step", "mask_history")
+SETTABLE = ("batch_size", "eval_batch_size", "lr", "stopping_step", "mask_history",
+            "weight_decay", "tag")
+# Keys added after results were first recorded: at these values they are left out of the hash
+# and of report grouping, so older run records still name the same configuration.
+LATE_DEFAULTS: dict[str, Any] = {"weight_decay": 0.0, "tag": ""}
+LATE_MODEL_DEFAULTS: dict[str, Any] = {"skip_padding": False}
 # Keys that cannot change a number; left out of the config hash.
 NON_SEMANTIC = ("device", "data_dir", "results_dir", "eval_batch_size")
 
@@ -64,12 +71,14 @@ class TrainConfig:
     data_dir: str
     results_dir: str
     sources: dict[str, str]  # key (model keys as "model.<key>") -> where its value came from
+    weight_decay: float = 0.0
+    tag: str = ""
 
     def semantic(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         for k in (*NON_SEMANTIC, "sources"):
             d.pop(k)
-        return d
+        return comparable(d)
 
     def config_hash(self) -> str:
         blob = json.dumps(self.semantic(), sort_keys=True, default=str)
@@ -82,6 +91,15 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def comparable(d: dict[str, Any]) -> dict[str, Any]:
+    """A stored or resolved config without the late keys that sit at their defaults."""
+    out = {k: v for k, v in d.items() if not (k in LATE_DEFAULTS and v == LATE_DEFAULTS[k])}
+    if isinstance(out.get("model_config"), dict):
+        out["model_config"] = {k: v for k, v in out["model_config"].items()
+                               if not (k in LATE_MODEL_DEFAULTS and v == LATE_MODEL_DEFAULTS[k])}
+    return out
 
 
 def _coerce(key: str, raw: str, default: Any) -> Any:
@@ -181,6 +199,8 @@ def resolve(
             raise UsageError(f"{key.replace('_', '-')} must be at least 1, not {values[key]}")
     if dropout is not None and not 0.0 <= dropout < 1.0:
         raise UsageError(f"--dropout must be in [0, 1), not {dropout}")
+    if float(values["weight_decay"]) < 0:
+        raise UsageError(f"weight_decay must be at least 0, not {values['weight_decay']}")
     sources.update({f"model.{k}": v for k, v in model_src.items()})
     for k in ("device", "data_dir", "results_dir"):
         sources[k] = CLI
@@ -192,6 +212,7 @@ def resolve(
         mask_history=bool(values["mask_history"]), max_len=int(values["max_len"]),
         dropout=dropout, model_config=model_config, device=device, data_dir=str(data_dir),
         results_dir=str(results_dir), sources=sources,
+        weight_decay=float(values["weight_decay"]), tag=str(values["tag"]),
     )
 
 

@@ -9,6 +9,7 @@ says whether our mean lies more than two of our standard deviations from it.
 
 Where a (dataset, model) has runs of several configurations, the one with the most seeds (then the
 newest) is used; the settings of every cell (preset, objective, max_len, seeds) are listed too.
+Runs with a `tag` (e.g. `--set tag=tuned`) form their own column, "matrrec (tuned)".
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.experiments import paper
+from matrrec_cli.train.config import comparable
 from matrrec_cli.train.runs import finished_runs
 
 MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "core",
@@ -31,7 +33,7 @@ OURS, VS = "matrrec", ("sasrec", "mamba4rec")
 
 
 def _seedless_key(cfg: dict[str, Any]) -> str:
-    keep = {k: v for k, v in cfg.items()
+    keep = {k: v for k, v in comparable(cfg).items()
             if k not in ("seed", "sources", "config_hash", "device", "data_dir", "results_dir",
                          "eval_batch_size")}
     return repr(sorted(keep.items()))
@@ -50,7 +52,8 @@ def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
             continue
         if models and cfg["model"] not in models:
             continue
-        groups.setdefault((cfg["dataset"], cfg["model"], _seedless_key(cfg)), []).append(
+        name = cfg["model"] + (f" ({cfg['tag']})" if cfg.get("tag") else "")  # tagged recipe
+        groups.setdefault((cfg["dataset"], name, _seedless_key(cfg)), []).append(
             (run, cfg, metrics))
     chosen: dict[tuple[str, str], list[tuple[Path, dict, dict]]] = {}
     for (ds, model, _), members in groups.items():

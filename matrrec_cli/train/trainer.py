@@ -138,7 +138,7 @@ def fit(
     model = build().to(device)
     if not model.trainable:
         return fit_counts(cfg, data, model, run_dir, device=device, reporter=reporter)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)  # the train loader's own shuffle generator
     es = {"best": -math.inf, "best_epoch": None, "bad": 0}
     history: list[dict[str, Any]] = []
