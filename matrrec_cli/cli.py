@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "matrrec_cli.commands.train",
     "matrrec_cli.commands.report",
     "matrrec_cli.commands.experiments",
+    "matrrec_cli.commands.tune",
 ]
 
 for _name in COMMAND_MODULES:

@@ -230,3 +230,21 @@ def test_profile_writes_tables_4_and_5(tiny: Path, tmp_path: Path, capsys) -> No
         assert (df["inference_s"] > 0).all()
         assert set(df["memory_kind"]) == {"cpu peak RSS (process)"}
     assert _run(["profile", "--dataset", "cyc", "--models", "nosuch"]) == 2
+
+
+def test_tune_searches_on_valid_and_prints_the_command(tiny: Path, tmp_path: Path,
+                                                      capsys) -> None:
+    drop = [f"--grid={k}=" for k in ("objective", "max_len", "n_layers", "weight_decay")]
+    args = ["tune", *_common(tiny, tmp_path), *drop, "--grid", "dropout=0.1,0.3",
+            "--grid", "lr=0.001,0.01", *SMALL]
+    assert _run(args) == 0
+    out = capsys.readouterr().out
+    df = pd.read_csv(tmp_path / "tune_cyc_matrrec.csv")
+    assert list(df["knob"]) == ["dropout", "dropout", "lr", "lr"]
+    first = df[df["knob"] == "dropout"]
+    chosen = first.loc[first["valid_ndcg@10"].idxmax(), "value"]  # the first maximum
+    assert first.set_index("value").loc[chosen, "kept"]
+    # lr=0.001 is the default: that candidate is the dropout winner's run, reused
+    assert len(list((tmp_path / "runs" / "cyc" / "matrrec").iterdir())) == 3
+    assert f"--dropout {chosen}" in out
+    assert "--set tag=tuned --seeds 5" in out
