@@ -161,16 +161,24 @@ def test_same_seed_same_init_and_state_dict_round_trip(name: str) -> None:
         )
 
 
-@pytest.mark.parametrize("name", ["matrrec", "mamba4rec"])
-def test_skip_padding_changes_no_real_output_or_gradient(name: str) -> None:
-    """`skip_padding` is a speed option: scores, loss and every gradient equal the dense scan's."""
+SPEED_OPTIONS = [("matrrec", "skip_padding", 1), ("mamba4rec", "skip_padding", 2),
+                 ("sasrec", "readout_only", 1), ("sasrec", "readout_only", 2),
+                 ("matrrec", "readout_only", 2)]
+
+
+@pytest.mark.parametrize(("name", "option", "n_layers"), SPEED_OPTIONS)
+def test_speed_options_change_no_score_loss_or_gradient(name: str, option: str,
+                                                        n_layers: int) -> None:
+    """Speed options compute the same function: scores, the prefix loss and every gradient
+    equal the default path's (dropout off, so no random stream is involved)."""
     cls = get_model_class(name)
-    overrides = {**cls.paper_overrides(dropout=0.1), **cls.dropout_overrides(0.0)}
+    overrides = {**cls.paper_overrides(dropout=0.1), **cls.dropout_overrides(0.0),
+                 "n_layers": n_layers}
     models = []
-    for skip in (False, True):
+    for on in (False, True):
         torch.manual_seed(0)
         models.append(build_model(name, n_items=N_ITEMS, max_len=MAX_LEN,
-                                  overrides={**overrides, "skip_padding": skip}))
+                                  overrides={**overrides, option: on}))
     seq, lengths = batch()
     target = torch.randint(1, N_ITEMS, (B,), generator=torch.Generator().manual_seed(3))
     losses, grads = [], []

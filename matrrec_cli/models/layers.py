@@ -121,21 +121,33 @@ class MultiHeadAttention(nn.Module):
         x = x.view(B, L, self.num_attention_heads, self.attention_head_size)  # (B, L, H, hs)
         return x.transpose(1, 2)  # (B, H, L, hs)
 
-    def forward(self, input_tensor: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_tensor (B, L, D), attention_mask additive (B, 1, L, L) -> (B, L, D)."""
-        B, L, D = input_tensor.shape
-        q = self._heads(self.query(input_tensor))  # (B, H, L, hs)
-        k = self._heads(self.key(input_tensor))
-        v = self._heads(self.value(input_tensor))
+    def forward(self, input_tensor: torch.Tensor, attention_mask: torch.Tensor,
+                query_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """input_tensor (B, L, D), attention_mask additive (B, 1, L, L) -> (B, L, D).
+        With `query_idx` (B,), only that position of each row is a query: -> (B, 1, D), the
+        same values as the full output there (keys and values still span all L positions)."""
+        B, _, D = input_tensor.shape
+        if query_idx is not None:
+            k = self._heads(self.key(input_tensor))
+            v = self._heads(self.value(input_tensor))
+            rows = torch.arange(B, device=input_tensor.device)
+            input_tensor = input_tensor[rows, query_idx][:, None]  # (B, 1, D)
+            attention_mask = attention_mask[rows, :, query_idx][:, :, None]  # (B, 1, 1, L)
+            q = self._heads(self.query(input_tensor))  # (B, H, 1, hs)
+        else:
+            q = self._heads(self.query(input_tensor))  # (B, H, L, hs)
+            k = self._heads(self.key(input_tensor))
+            v = self._heads(self.value(input_tensor))
+        Lq = input_tensor.shape[1]
         if self.attn_impl == "sdpa":
             p = self.attn_dropout.p if self.training else 0.0
             mask = attention_mask.to(q.dtype)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:
-            scores = q @ k.transpose(-1, -2) / self.sqrt_attention_head_size  # (B, H, L, L)
+            scores = q @ k.transpose(-1, -2) / self.sqrt_attention_head_size  # (B, H, Lq, L)
             probs = torch.softmax(scores + attention_mask, dim=-1)
-            ctx = self.attn_dropout(probs) @ v  # (B, H, L, hs)
-        ctx = ctx.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
+            ctx = self.attn_dropout(probs) @ v  # (B, H, Lq, hs)
+        ctx = ctx.transpose(1, 2).reshape(B, Lq, D)  # (B, Lq, D)
         h = self.out_dropout(self.dense(ctx))
         return self.LayerNorm(h + input_tensor if self.residual else h)
 
@@ -201,8 +213,10 @@ class TransformerLayer(nn.Module):
             else None
         )
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.multi_head_attention(hidden_states, attention_mask)
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor,
+                query_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D), or (B, 1, D) at `query_idx` (see MultiHeadAttention)."""
+        h = self.multi_head_attention(hidden_states, attention_mask, query_idx)
         return h if self.feed_forward is None else self.feed_forward(h)
 
 
@@ -246,7 +260,12 @@ class TransformerEncoder(nn.Module):
                    attn_dropout_prob=cfg.attn_dropout_prob, layer_norm_eps=cfg.layer_norm_eps,
                    attn_impl=cfg.attn_impl)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        for layer_module in self.layer:
-            hidden_states = layer_module(hidden_states, attention_mask)
-        return hidden_states
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor,
+                query_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D); with `query_idx` (B,) the last layer computes only that
+        position of each row -> (B, D) (the layers below still need every position)."""
+        last = len(self.layer) - 1
+        for i, layer_module in enumerate(self.layer):
+            hidden_states = layer_module(hidden_states, attention_mask,
+                                         query_idx if i == last else None)
+        return hidden_states if query_idx is None else hidden_states[:, 0]

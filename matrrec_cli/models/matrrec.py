@@ -47,6 +47,10 @@ class MaTrRecConfig:
     # exactly, but A's gradient sums fewer terms in another order (float rounding), so off by
     # default (faithful runs stay bit-identical); measured in the README (issue 7).
     skip_padding: bool = False
+    # Speed, not model: the read-out (prefix loss, evaluation) runs the transformer layer of the
+    # last block for position len-1 only. Same values up to rounding, but fewer dropout draws,
+    # so training follows another random stream: off by default (see SASRecConfig).
+    readout_only: bool = False
     # --- Table 3 ablations (paper defaults: PE off, FFN on, residuals on, dropout on) ----------
     use_position_embedding: bool = False  # "Add PE": learned table of max_len rows, as SASRec
     use_ffn: bool = True  # False: "Remove FFN", the transformer layer is attention only
@@ -112,9 +116,10 @@ class MambaTrLayer(nn.Module):
             attn_impl=cfg.attn_impl,
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor,
-                lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.trm_encoder(self.mamba(x, lengths), mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor | None = None,
+                query_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D), or (B, 1, D) at `query_idx` (B,)."""
+        return self.trm_encoder(self.mamba(x, lengths), mask, query_idx)
 
 
 class MaTrRec(SequentialRecommender):
@@ -146,9 +151,11 @@ class MaTrRec(SequentialRecommender):
         skip = (Mamba,) if cfg.init == "mamba" else ()
         init_normal_(self, std=cfg.initializer_range, skip=skip)
 
-    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Per-position outputs (B, L, D). The mask comes from the pads; `lengths` is used only
-        by `skip_padding` (a padded position's output is then not the dense one's)."""
+    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor,
+               query_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-position outputs (B, L, D), or (B, D) at `query_idx` (B,). The mask comes from
+        the pads; `lengths` is used only by `skip_padding` (a padded position's output is then
+        not the dense one's)."""
         x = self.item_embedding(item_seq)  # (B, L, D)
         if self.position_embedding is not None:
             pos = torch.arange(item_seq.size(1), device=item_seq.device)
@@ -156,9 +163,15 @@ class MaTrRec(SequentialRecommender):
         x = self.dropout(self.LayerNorm(x))  # LN then dropout, unlike Mamba4Rec (protocol §6.3)
         mask = attention_mask(item_seq)  # (B, 1, L, L) causal + padding, computed once
         skip = lengths if self.config.skip_padding else None
-        for layer in self.mambatr_layers:
-            x = layer(x, mask, skip)
-        return x
+        last = len(self.mambatr_layers) - 1
+        for i, layer in enumerate(self.mambatr_layers):
+            x = layer(x, mask, skip, query_idx if i == last else None)
+        return x if query_idx is None else x[:, 0]
+
+    def seq_repr(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.config.readout_only:
+            return super().seq_repr(item_seq, lengths)
+        return self.encode(item_seq, lengths, query_idx=(lengths - 1).clamp(min=0))  # (B, D)
 
     @classmethod
     def paper_overrides(cls, *, dropout: float) -> dict[str, Any]:

@@ -27,6 +27,11 @@ from matrrec_cli.models.layers import (
 class SASRecConfig(TransformerConfig):
     """RecBole 1.2.1 `properties/model/SASRec.yaml` (= TransformerConfig's defaults)."""
 
+    # Speed, not RecBole's: the read-out (prefix loss, evaluation) runs the last layer for the
+    # position len-1 only. Same values up to rounding, but its dropout masks are drawn for one
+    # position instead of L, so training follows another random stream: off by default.
+    readout_only: bool = False
+
 class SASRec(SequentialRecommender):
     """SASRec with CE over all items. Causal: trains on "prefix" or "all"."""
 
@@ -44,11 +49,19 @@ class SASRec(SequentialRecommender):
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
         init_normal_(self, std=cfg.initializer_range)
 
-    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _embed(self, item_seq: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(item_seq.size(1), device=item_seq.device)
         x = self.item_embedding(item_seq) + self.position_embedding(pos)[None]  # (B, L, D)
-        x = self.dropout(self.LayerNorm(x))
-        return self.trm_encoder(x, attention_mask(item_seq))  # (B, L, D)
+        return self.dropout(self.LayerNorm(x))
+
+    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.trm_encoder(self._embed(item_seq), attention_mask(item_seq))  # (B, L, D)
+
+    def seq_repr(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.config.readout_only:
+            return super().seq_repr(item_seq, lengths)
+        return self.trm_encoder(self._embed(item_seq), attention_mask(item_seq),
+                                query_idx=(lengths - 1).clamp(min=0))  # (B, D)
 
     @classmethod
     def paper_overrides(cls, *, dropout: float) -> dict[str, Any]:
