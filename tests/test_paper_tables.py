@@ -95,3 +95,18 @@ def test_a_tagged_recipe_is_its_own_column(tmp_path: Path) -> None:
     wide = report.table2(report.collect(tmp_path)).set_index("metric")
     assert wide.loc["ndcg@10", "matrrec"] == 0.050
     assert wide.loc["ndcg@10", "matrrec (tuned)"] == 0.070
+
+
+def test_speed_options_do_not_demote_a_configuration(tmp_path: Path) -> None:
+    """Table 2 prefers the preset's own model over ablations; a speed `--set` is not one."""
+    _fake_run(tmp_path, "matrrec", 1, 0.050)  # plain, one seed, older
+    for seed in (2, 3):
+        _fake_run(tmp_path, "matrrec", seed, 0.060)
+    for seed in (2, 3):  # mark the two-seed configuration as run with a speed option
+        run = tmp_path / "runs" / "musical" / "matrrec" / f"20260101-00000{seed}-abc"
+        cfg = json.loads((run / "config.json").read_text())
+        cfg["sources"] = {"model.skip_padding": "command line --set"}
+        cfg["model_config"] = {"skip_padding": True}
+        (run / "config.json").write_text(json.dumps(cfg))
+    wide = report.table2(report.collect(tmp_path)).set_index("metric")
+    assert wide.loc["ndcg@10", "matrrec"] == 0.060  # more seeds wins: both count as plain

@@ -30,6 +30,8 @@ MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "co
 DATASET_ORDER = ("ml-1m", "musical", "health", "electronics", "office")
 METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@10")
 OURS, VS = "matrrec", ("sasrec", "mamba4rec")
+# model settings that change speed, not the model: a run using them still counts as plain
+SPEED_KEYS = ("skip_padding", "readout_only", "attn_impl", "mamba_backend")
 
 
 def _seedless_key(cfg: dict[str, Any]) -> str:
@@ -67,9 +69,10 @@ def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
 
 def _priority(members: list[tuple[Path, dict, dict]]) -> tuple[bool, int, str]:
     """Prefer the model as the preset defines it (no ablation `--set`, no swept max_len or
-    dropout), then more seeds, then the newest run."""
+    dropout; speed options do not count), then more seeds, then the newest run."""
     src = members[0][1].get("sources", {})
-    plain = not any(k.startswith("model.") and v.endswith("--set") for k, v in src.items()) \
+    plain = not any(k.startswith("model.") and v.endswith("--set")
+                    and k.removeprefix("model.") not in SPEED_KEYS for k, v in src.items()) \
         and src.get("max_len") != "command line" and src.get("dropout") != "command line"
     return plain, len(members), max(r.name for r, _, _ in members)
 
