@@ -46,7 +46,7 @@ SETTABLE = ("batch_size", "eval_batch_size", "lr", "stopping_step", "mask_histor
 # Keys added after results were first recorded: at these values they are left out of the hash
 # and of report grouping, so older run records still name the same configuration.
 LATE_DEFAULTS: dict[str, Any] = {"weight_decay": 0.0, "tag": ""}
-LATE_MODEL_DEFAULTS: dict[str, Any] = {"skip_padding": False}
+LATE_MODEL_DEFAULTS: dict[str, Any] = {"skip_padding": False, "readout_only": False}
 # Keys that cannot change a number; left out of the config hash.
 NON_SEMANTIC = ("device", "data_dir", "results_dir", "eval_batch_size")
 
