@@ -79,7 +79,9 @@ class MambaLayer(nn.Module):
         self.ffn = FeedForward(cfg.hidden_size, cfg.hidden_size * 4, cfg.dropout_prob)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.dropout(self.mamba(x, lengths))  # (B, L, D)
+        # only with skip_padding: a plain call keeps mamba_ssm.Mamba's signature usable here
+        h = self.mamba(x) if lengths is None else self.mamba(x, lengths=lengths)
+        h = self.dropout(h)  # (B, L, D)
         h = self.LayerNorm(h if self.num_layers == 1 else h + x)  # no residual with 1 layer
         return self.ffn(h)
 

@@ -93,7 +93,9 @@ class MambaLayer(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.dropout(self.mamba(x, lengths))  # (B, L, D)
+        # only with skip_padding: a plain call keeps mamba_ssm.Mamba's signature usable here
+        h = self.mamba(x) if lengths is None else self.mamba(x, lengths=lengths)
+        h = self.dropout(h)  # (B, L, D)
         return self.LayerNorm(h + x if self.residual else h)
 
 
