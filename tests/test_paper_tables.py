@@ -77,6 +77,9 @@ def test_report_table2_puts_the_paper_beside_ours(tmp_path: Path) -> None:
     assert wide.loc["ndcg@10", "matrrec_paper"] == 0.0560
     assert wide.loc["ndcg@10", "matrrec_outside_2std"]
     assert not wide.loc["ndcg@10", "sasrec_outside_2std"]
+    assert wide.loc["ndcg@10", "improvement_vs_sasrec_pct_paper"] == 8.53  # the paper's column
+    gain = round(100 * (0.051 - 0.052) / 0.052, 2)  # ours, from the two means
+    assert wide.loc["ndcg@10", "improvement_vs_sasrec_pct"] == gain
 
 
 def test_table3_carries_the_paper_value() -> None:

@@ -69,9 +69,12 @@ def table2(
         table.add_row(row["dataset"] if row["dataset"] != previous else "", row["metric"],
                       *cells, *imp_cells)
         previous = row["dataset"]
-        published = {m: row.get(f"{m}_paper") for m in models}
-        if any(v is not None and v == v for v in published.values()):
-            table.add_row("", "[dim]paper[/]", *_paper_cells(published, models))
+        published = [row.get(f"{m}_paper") for m in models]
+        if any(v is not None and v == v for v in published):
+            gains = [row.get(f"improvement_vs_{b}_pct_paper") for b in report.VS]
+            table.add_row("", "[dim]paper[/]", *(
+                f"[dim]{v:.4f}[/]" if v is not None and v == v else "" for v in published),
+                *(f"[dim]{g:.2f}%[/]" if g is not None and g == g else "" for g in gains))
     console = Console()
     console.print(table)
     paper_cols = [c for c in wide.columns if c.endswith("_paper")]
@@ -189,17 +192,3 @@ def breakdown(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(report_app, name="report")
-
-
-def _paper_cells(published: dict[str, float | None], models: list[str]) -> list[str]:
-    """The paper's row: its values and its own improvement columns."""
-    from matrrec_cli.train import report
-
-    cells = [f"[dim]{v:.4f}[/]" if v is not None and v == v else "" for v in
-             (published[m] for m in models)]
-    ours = published.get(report.OURS)
-    for base in report.VS:
-        b = published.get(base)
-        cells.append(f"[dim]{100 * (ours - b) / b:.2f}%[/]" if ours and b else "")
-    return cells
-

@@ -38,9 +38,8 @@ def parse_grid(pairs: list[str]) -> dict[str, tuple[str, tuple[Any, ...]]]:
             raise UsageError(f"--grid {pair!r}: expected knob=v1,v2 with knob one of "
                              f"{', '.join(KNOBS)}")
         kind, defaults = KNOBS[knob]
-        cast = type(defaults[0]) if knob != "weight_decay" else float
         try:
-            values = tuple(cast(v.strip()) for v in raw.split(",") if v.strip())
+            values = tuple(type(defaults[0])(v.strip()) for v in raw.split(",") if v.strip())
         except ValueError:
             raise UsageError(f"--grid {pair!r}: values must be like {defaults[0]!r}") from None
         if values:
@@ -80,13 +79,12 @@ def search(dataset: str, model: str, grid: dict[str, tuple[str, tuple[Any, ...]]
     for knob, (_, values) in grid.items():
         kept = None
         for value in values:
-            choice = {**best, knob: value}
-            results = run(spec_for(dataset, model, choice, grid, base_cli, base_sets))
+            spec = spec_for(dataset, model, {**best, knob: value}, grid, base_cli, base_sets)
+            results = run(spec)
             valid, test = _mean(results, "valid"), _mean(results, "test")
             rows.append({"knob": knob, "value": value, "valid_" + SCORE: round(valid, 4),
                          "test_" + SCORE: round(test, 4), "seeds": len(results),
-                         "config": spec_for(dataset, model, choice, grid, base_cli,
-                                            base_sets).label})
+                         "config": spec.label})
             if best_valid is None or valid > best_valid:
                 best_valid, kept = valid, value
         if kept is not None:  # else no value beat the best so far: the knob stays as it was

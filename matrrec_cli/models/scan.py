@@ -256,28 +256,27 @@ class SelectiveScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, chunk: int = CHUNK, lengths: list[int] | None = None):
         y = torch.empty_like(u)
         h0s = []
-        L = u.shape[1]
-        for sl in _slices(u.shape[0], A.numel(), chunk, u.device):
+        slices = _slices(u.shape[0], A.numel(), chunk, u.device)
+        counts = [_slice_counts(lengths, sl, u.shape[1]) for sl in slices]
+        for sl, counts_s in zip(slices, counts, strict=True):
             y_s, h0s_s = _scan_slice(_tm(u[sl]), _tm(delta[sl]), A, _tm(B[sl]), _tm(C[sl]), chunk,
-                                     _slice_counts(lengths, sl, L))
+                                     counts_s)
             y[sl] = y_s.transpose(0, 1)
             h0s.append(h0s_s)
         ctx.save_for_backward(u, delta, A, B, C, *h0s)
         ctx.chunk = chunk
-        ctx.lengths = lengths
+        ctx.slices, ctx.counts = slices, counts  # backward walks the same slices and chunks
         return y
 
     @staticmethod
     def backward(ctx, gy):
         u, delta, A, B, C, *h0s = ctx.saved_tensors
-        chunk = ctx.chunk
-        L = u.shape[1]
         grads = [torch.empty_like(u), torch.empty_like(delta), torch.zeros_like(A),
                  torch.empty_like(B), torch.empty_like(C)]
-        for sl, h0s_s in zip(_slices(u.shape[0], A.numel(), chunk, u.device), h0s, strict=True):
+        for sl, h0s_s, counts_s in zip(ctx.slices, h0s, ctx.counts, strict=True):
             g_u, g_delta, g_A, g_B, g_C = _scan_slice_backward(
-                _tm(u[sl]), _tm(delta[sl]), A, _tm(B[sl]), _tm(C[sl]), h0s_s, _tm(gy[sl]), chunk,
-                _slice_counts(ctx.lengths, sl, L))
+                _tm(u[sl]), _tm(delta[sl]), A, _tm(B[sl]), _tm(C[sl]), h0s_s, _tm(gy[sl]),
+                ctx.chunk, counts_s)
             grads[0][sl] = g_u.transpose(0, 1)
             grads[1][sl] = g_delta.transpose(0, 1)
             grads[2] += g_A

@@ -125,14 +125,19 @@ def table2(long: pd.DataFrame,
                 row[f"{m}_outside_2std"] = paper.outside(v, row[f"{m}_std"], row[f"{m}_paper"])
                 row[f"{m}_mark"] = ("best" if v == ranked[0] else
                                     "second" if len(ranked) > 1 and v == ranked[1] else "")
+            published = {m: paper.table2_value(ds, m, metric) for m in (OURS, *VS)}
             for base in VS:
-                ok = OURS in means and base in means and means[base] > 0
-                row[f"improvement_vs_{base}_pct"] = (
-                    round(100 * (means[OURS] - means[base]) / means[base], 2) if ok else None)
+                row[f"improvement_vs_{base}_pct"] = _gain(means.get(OURS), means.get(base))
+                row[f"improvement_vs_{base}_pct_paper"] = _gain(published[OURS], published[base])
                 if sig_marks is not None:
                     row[f"improvement_vs_{base}_significant"] = sig_marks.get((ds, base, metric))
             out.append(row)
     return pd.DataFrame(out)
+
+
+def _gain(ours: float | None, base: float | None) -> float | None:
+    """MaTrRec's relative gain in percent, as the paper's improvement columns."""
+    return round(100 * (ours - base) / base, 2) if ours is not None and base else None
 
 
 def write_csv(wide: pd.DataFrame, path: Path) -> None:
