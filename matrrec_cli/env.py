@@ -46,10 +46,13 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
     }
+    import torch
+
+    # Intra-op threads change the order of float reductions, so a rerun with another count
+    # can differ in the last digits on the same machine.
+    env["torch_threads"] = torch.get_num_threads()
     if device is not None:
         env["device"] = device
         if device.startswith("cuda"):
-            import torch
-
             env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
