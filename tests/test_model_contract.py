@@ -141,6 +141,26 @@ def test_full_sort_scores_ignore_extra_right_padding(name: str) -> None:
         )
 
 
+@pytest.mark.parametrize("name", [n for n in TRAINABLE
+                                  if get_model_class(n).right_padding_invariant])
+def test_scores_and_loss_equal_at_trimmed_width(name: str) -> None:
+    """bucket_by_length trims a batch to its longest history + 1 (samples.trimmed_width)."""
+    model = build(name).eval()
+    seq, lengths = batch()
+    rows = torch.tensor([1, 2, 4])  # histories 1, 2 and L/2: padding to trim
+    seq, lengths = seq[rows], lengths[rows]
+    narrow = seq[:, : int(lengths.max()) + 1]
+    assert narrow.shape[1] < seq.shape[1]
+    with torch.no_grad():
+        torch.testing.assert_close(model.full_sort_scores(narrow, lengths),
+                                   model.full_sort_scores(seq, lengths), atol=1e-5, rtol=1e-5)
+        if name != "bert4rec":  # its loss draws masks over the array's width
+            target = torch.arange(len(lengths)) + 1
+            wide = model.calculate_loss(SeqBatch(item_seq=seq, lengths=lengths, target=target))
+            trim = model.calculate_loss(SeqBatch(item_seq=narrow, lengths=lengths, target=target))
+            torch.testing.assert_close(trim, wide, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_same_seed_same_init_and_state_dict_round_trip(name: str) -> None:
     a, a2, b = build(name, seed=0), build(name, seed=0), build(name, seed=1)

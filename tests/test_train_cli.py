@@ -150,8 +150,9 @@ def test_help_shows_defaults_in_brackets(command: str, text: str, capsys, monkey
 
 
 def test_late_keys_at_their_defaults_keep_older_config_hashes() -> None:
-    """weight_decay, tag, skip_padding and readout_only came after the first recorded runs: a
-    config that leaves them at their defaults must hash like a record written without them."""
+    """weight_decay, tag, bucket_by_length, skip_padding and readout_only came after the first
+    recorded runs: a config that leaves them at their defaults must hash like a record written
+    without them."""
     import dataclasses
 
     from matrrec_cli.models import MODEL_PATHS, make_config
@@ -159,6 +160,10 @@ def test_late_keys_at_their_defaults_keep_older_config_hashes() -> None:
 
     # a model key added later must be registered as late (or this file updated on purpose)
     recorded = json.loads((Path(__file__).parent / "golden" / "model_config_keys.json").read_text())
+    first = {"dataset", "model", "preset", "objective", "seed", "epochs", "batch_size",
+             "eval_batch_size", "lr", "stopping_step", "mask_history", "max_len", "dropout",
+             "model_config", "device", "data_dir", "results_dir", "sources"}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} - first <= set(LATE_DEFAULTS)
     for model in MODEL_PATHS:
         added = set(dataclasses.asdict(make_config(model))) - set(recorded[model])
         assert added <= set(LATE_MODEL_DEFAULTS), (model, added)
@@ -171,8 +176,12 @@ def test_late_keys_at_their_defaults_keep_older_config_hashes() -> None:
                                if k in recorded[model]}
         assert TrainConfig.from_dict(old).config_hash() == cfg.config_hash(), model
     base = resolve(dataset="ml-100k", model="matrrec", cli={})
-    for pair in ("weight_decay=0.01", "tag=tuned", "skip_padding=true", "readout_only=true"):
+    for pair in ("weight_decay=0.01", "tag=tuned", "skip_padding=true", "readout_only=true",
+                 "bucket_by_length=true"):
         assert resolve(dataset="ml-100k", model="matrrec", cli={},
                        sets=[pair]).config_hash() != base.config_hash(), pair
     with pytest.raises(UsageError):
         resolve(dataset="ml-100k", model="matrrec", cli={}, sets=["weight_decay=-1"])
+    for model in ("nextitnet", "sine"):  # they read their padding: trimming would change them
+        with pytest.raises(UsageError, match="bucket_by_length"):
+            resolve(dataset="ml-100k", model=model, cli={}, sets=["bucket_by_length=true"])

@@ -23,7 +23,7 @@ from matrrec_cli.train import runs
 from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.evaluate import evaluate
 from matrrec_cli.train.progress import Reporter
-from matrrec_cli.train.samples import build_sequences, split
+from matrrec_cli.train.samples import build_sequences, epoch_batches, split
 from matrrec_cli.train.trainer import early_stopping, fit, load_checkpoint
 
 TESTS = Path(__file__).resolve().parent
@@ -201,6 +201,53 @@ def test_metrics_do_not_depend_on_eval_batch_size(tmp_path: Path) -> None:
         assert other.metrics == ref.metrics
     masked = evaluate(model, data, split="test", mask_history=True)
     assert (masked.ranks <= ref.ranks).all()  # masking seen items can only lift the target
+
+
+def test_bucketed_evaluation_ranks_like_full_width(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, epochs=2)
+    _, run_dir = run(cfg)
+    data = tiny_data(cfg)
+    model = build_for(cfg, data.seqs.n_items)()
+    model.load_state_dict(load_checkpoint(run_dir / runs.BEST)["model"])
+    for split_name in ("valid", "test"):
+        for mask in (False, True):
+            ref = evaluate(model, data, split=split_name, mask_history=mask)
+            got = evaluate(model, data, split=split_name, mask_history=mask, bucket=True)
+            assert np.array_equal(got.users, ref.users)
+            assert np.array_equal(got.ranks, ref.ranks)
+
+
+def test_epoch_batches_default_slices_one_permutation_bucketed_sorts_pools() -> None:
+    n, bs = 1000, 32
+    lengths = np.random.default_rng(0).integers(1, 51, n)
+    plain = epoch_batches(n, bs, torch.Generator().manual_seed(3))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(3)).numpy()
+    assert np.array_equal(np.concatenate(plain), perm)  # RecBole's loader, unchanged
+    assert [len(b) for b in plain] == [bs] * (n // bs) + [n % bs]
+    gen = torch.Generator().manual_seed(3)
+    bucketed = epoch_batches(n, bs, gen, lengths=lengths)
+    again = epoch_batches(n, bs, torch.Generator().manual_seed(3), lengths=lengths)
+    assert all(np.array_equal(a, b) for a, b in zip(bucketed, again, strict=True))
+    assert sorted(np.concatenate(bucketed).tolist()) == list(range(n))  # each sample once
+    assert len(bucketed) == len(plain)
+    assert sum(len(b) < bs for b in bucketed) == 1
+    spread = lambda bs_: np.mean([np.ptp(lengths[b]) for b in bs_])  # noqa: E731
+    assert spread(bucketed) < spread(plain) / 4  # similar lengths share a batch
+    next_epoch = epoch_batches(n, bs, gen, lengths=lengths)
+    assert not np.array_equal(np.concatenate(next_epoch), np.concatenate(bucketed))
+
+
+def test_bucket_by_length_resume_matches_and_learns(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, bucket_by_length=True, batch_size=16)
+    full, _ = run(cfg)
+    run_dir = runs.new_run_dir(cfg)
+    with pytest.raises(_Interrupt):
+        run(cfg, run_dir, reporter=_KillAfter(3))
+    resumed, _ = run(cfg, run_dir)
+    assert resumed["test_full"] == full["test_full"]
+    plain, _ = run(tiny_config(tmp_path, batch_size=16))
+    assert full["test_full"] != plain["test_full"]  # another batch composition
+    assert full["test_full"]["ndcg@10"] > 0.5 * plain["test_full"]["ndcg@10"]
 
 
 def test_progress_plain_line_per_epoch_and_rich_runs(tmp_path: Path, capsys) -> None:

@@ -46,7 +46,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     from matrrec_cli.experiments.synthetic import synthetic_sequences, table1_counts
     from matrrec_cli.train import pipeline
     from matrrec_cli.train.evaluate import evaluate
-    from matrrec_cli.train.samples import make_batch, split
+    from matrrec_cli.train.samples import epoch_batches, make_batch, split, trimmed_width
     from matrrec_cli.train.trainer import resolve_device, seed_everything
 
     spec = RunSpec(dataset=cell["dataset"], model=cell["model"],
@@ -67,9 +67,15 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         n_batches = -(-len(data.train) // cfg.batch_size)
         timed = min(n_batches, cell["max_batches"] or n_batches)
-        order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0)).numpy()
-        batches = [data.train.take(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
-                   for i in range(timed)]
+        lengths = data.train.b - data.train.a if cfg.bucket_by_length else None
+        epoch = [data.train.take(idx) for idx in epoch_batches(
+            len(data.train), cfg.batch_size, torch.Generator().manual_seed(0), lengths=lengths)]
+        if lengths is not None and timed < n_batches:
+            # bucketed batches differ in width: time an evenly spaced sample of them by width,
+            # so that the timed part scales to the whole epoch
+            epoch.sort(key=lambda b: trimmed_width(b, data.max_len))
+            epoch = [epoch[i] for i in np.linspace(0, n_batches - 1, timed).round().astype(int)]
+        batches = epoch[:timed]
     else:  # pop, markov: "training" is one counting pass over the data
         n_batches, timed, batches = 1, 1, [None]
 
@@ -81,7 +87,8 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
                 model.fit_data(data.seqs.items, data.seqs.offsets, split="test")
                 model.to(device)
                 continue
-            batch = make_batch(data, samples).to(device)
+            width = trimmed_width(samples, data.max_len) if cfg.bucket_by_length else None
+            batch = make_batch(data, samples, width=width).to(device)
             loss = model.calculate_loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -98,7 +105,8 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     def infer_pass() -> float:
         _sync(device)
         t0 = time.perf_counter()
-        evaluate(model, eval_part, split="test", device=device, batch_size=cfg.eval_batch_size)
+        evaluate(model, eval_part, split="test", device=device, batch_size=cfg.eval_batch_size,
+                 bucket=cfg.bucket_by_length)
         _sync(device)
         return time.perf_counter() - t0
 

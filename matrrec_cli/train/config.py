@@ -40,12 +40,15 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "max_len": 50,  # used only when datasets.toml has no entry
     "weight_decay": 0.0,  # Adam's L2 term (RecBole's weight_decay); 0 in every released config
     "tag": "",  # a name for a recipe beyond the paper (e.g. "tuned"): its own column in reports
+    # Speed option: batches of similar history length, trimmed to their longest (see
+    # samples.epoch_batches). Another batch composition, so another random stream: off by default.
+    "bucket_by_length": False,
 }
 SETTABLE = ("batch_size", "eval_batch_size", "lr", "stopping_step", "mask_history",
-            "weight_decay", "tag")
+            "weight_decay", "tag", "bucket_by_length")
 # Keys added after results were first recorded: at these values they are left out of the hash
 # and of report grouping, so older run records still name the same configuration.
-LATE_DEFAULTS: dict[str, Any] = {"weight_decay": 0.0, "tag": ""}
+LATE_DEFAULTS: dict[str, Any] = {"weight_decay": 0.0, "tag": "", "bucket_by_length": False}
 LATE_MODEL_DEFAULTS: dict[str, Any] = {"skip_padding": False, "readout_only": False}
 # Keys that cannot change a number; left out of the config hash.
 NON_SEMANTIC = ("device", "data_dir", "results_dir", "eval_batch_size")
@@ -73,6 +76,7 @@ class TrainConfig:
     sources: dict[str, str]  # key (model keys as "model.<key>") -> where its value came from
     weight_decay: float = 0.0
     tag: str = ""
+    bucket_by_length: bool = False
 
     def semantic(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -199,6 +203,9 @@ def resolve(
             raise UsageError(f"{key.replace('_', '-')} must be at least 1, not {values[key]}")
     if dropout is not None and not 0.0 <= dropout < 1.0:
         raise UsageError(f"--dropout must be in [0, 1), not {dropout}")
+    if values["bucket_by_length"] and not cls.right_padding_invariant:
+        raise UsageError(f"bucket_by_length: model {model!r} reads its padding by design, so "
+                         "trimming it would change the model; leave the option off")
     if float(values["weight_decay"]) < 0:
         raise UsageError(f"weight_decay must be at least 0, not {values['weight_decay']}")
     sources.update({f"model.{k}": v for k, v in model_src.items()})
@@ -213,6 +220,7 @@ def resolve(
         dropout=dropout, model_config=model_config, device=device, data_dir=str(data_dir),
         results_dir=str(results_dir), sources=sources,
         weight_decay=float(values["weight_decay"]), tag=str(values["tag"]),
+        bucket_by_length=bool(values["bucket_by_length"]),
     )
 
 

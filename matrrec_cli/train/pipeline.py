@@ -80,7 +80,8 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
         model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
         model.to(dev)
     res = evaluate(model, data, split=split_name, device=dev,
-                   batch_size=batch_size or cfg.eval_batch_size, mask_history=cfg.mask_history)
+                   batch_size=batch_size or cfg.eval_batch_size, mask_history=cfg.mask_history,
+                   bucket=cfg.bucket_by_length)
     out: dict[str, Any] = {"run_dir": str(run_dir), "split": split_name,
                            "metrics": rounded(res.metrics), "metrics_full": res.metrics,
                            "mask_history": cfg.mask_history}

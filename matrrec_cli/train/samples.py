@@ -163,14 +163,17 @@ def _gather(
     return np.where(valid, items[np.minimum(idx, len(items) - 1)], 0)
 
 
-def make_batch(data: SplitData, samples: Samples, *, objective: str = "prefix") -> SeqBatch:
-    """The SeqBatch for `samples`: right-padded (B, L) histories, always padded to L (§2.6).
+def make_batch(data: SplitData, samples: Samples, *, objective: str = "prefix",
+               width: int | None = None) -> SeqBatch:
+    """The SeqBatch for `samples`: right-padded (B, W) histories, W = L by default (§2.6).
 
     objective "prefix" (and evaluation) sets `target` = items[b]; "all" sets `targets`, the next
-    item at every position of the row (0 past the row's length).
+    item at every position of the row (0 past the row's length). `width` (see trimmed_width)
+    drops trailing padding columns, for models that ignore them.
     """
-    items, L = data.seqs.items, data.max_len
-    seq = _gather(items, samples.a, samples.b, L)  # (B, L)
+    items = data.seqs.items
+    L = data.max_len if width is None else width
+    seq = _gather(items, samples.a, samples.b, L)  # (B, W)
     batch = SeqBatch(item_seq=torch.from_numpy(seq),
                      lengths=torch.from_numpy(samples.b - samples.a))
     if objective == "all":
@@ -178,6 +181,44 @@ def make_batch(data: SplitData, samples: Samples, *, objective: str = "prefix") 
     else:
         batch.target = torch.from_numpy(items[samples.b])
     return batch
+
+
+def trimmed_width(samples: Samples, max_len: int) -> int:
+    """The longest history of `samples` plus one padding column, at most L.
+
+    The spare column keeps every row shorter than the array unless it really holds L items, so a
+    model that tests "history fills the array" (BERT4Rec's evaluation input) sees what it would
+    see at full width.
+    """
+    return min(max_len, int((samples.b - samples.a).max(initial=0)) + 1)
+
+
+# Batches per pool sorted by length under bucket_by_length: enough to find similar lengths, few
+# enough that every region of the shuffled epoch still mixes into each pool's batches.
+POOL_BATCHES = 16
+
+
+def epoch_batches(n: int, batch_size: int, gen: torch.Generator, *,
+                  lengths: np.ndarray | None = None) -> list[np.ndarray]:
+    """Sample indices of one epoch's batches, drawn from `gen`.
+
+    Default (RecBole's loader): consecutive slices of one permutation, last batch partial.
+    With `lengths` (bucket_by_length): the permutation is cut into pools of POOL_BATCHES
+    batches, each pool is sorted by history length and sliced, and the order of all batches is
+    shuffled; a batch then holds similar lengths and can be trimmed to its longest. Every sample
+    still appears exactly once, and only the last pool can leave a partial batch.
+    """
+    perm = torch.randperm(n, generator=gen).numpy()
+    if lengths is None:
+        return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+    batches = []
+    pool = batch_size * POOL_BATCHES
+    for lo in range(0, n, pool):
+        part = perm[lo:lo + pool]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    order = torch.randperm(len(batches), generator=gen).numpy()
+    return [batches[i] for i in order]
 
 
 def history_mask_indices(data: SplitData, samples: Samples) -> tuple[np.ndarray, np.ndarray]:

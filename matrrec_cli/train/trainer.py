@@ -40,7 +40,7 @@ from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.evaluate import evaluate, ranks_frame
 from matrrec_cli.train.metrics import rounded
 from matrrec_cli.train.progress import Reporter
-from matrrec_cli.train.samples import SplitData, make_batch
+from matrrec_cli.train.samples import SplitData, epoch_batches, make_batch, trimmed_width
 
 VALID_METRIC = "ndcg@10"  # RecBole valid_metric
 # Test hook, "EPOCH:SECONDS": after that epoch's checkpoint, say so on stderr and sleep, so a test
@@ -166,11 +166,13 @@ def fit(
     while epoch < cfg.epochs and not stopped:
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(len(train), generator=gen).numpy()
+        lengths = train.b - train.a if cfg.bucket_by_length else None
+        batches = epoch_batches(len(train), cfg.batch_size, gen, lengths=lengths)
         total = 0.0
-        for i in range(n_batches):
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            batch = make_batch(data, train.take(idx), objective=cfg.objective).to(device)
+        for i, idx in enumerate(batches):
+            samples = train.take(idx)
+            width = trimmed_width(samples, data.max_len) if cfg.bucket_by_length else None
+            batch = make_batch(data, samples, objective=cfg.objective, width=width).to(device)
             loss = model.calculate_loss(batch)
             loss_value = loss.item()  # one host sync per batch serves the check, total and progress
             if not math.isfinite(loss_value):
@@ -184,7 +186,8 @@ def fit(
             total += loss_value
             reporter.batch(loss=loss_value)
         valid = evaluate(model, data, split="valid", device=device,
-                         batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history)
+                         batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history,
+                         bucket=cfg.bucket_by_length)
         score = round(valid.metrics[VALID_METRIC], 4)
         epoch += 1
         es, improved, stopped = early_stopping(es, score, epoch=epoch,
@@ -222,7 +225,8 @@ def fit_counts(cfg: TrainConfig, data: SplitData, model: SequentialRecommender, 
         model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
         model.to(device)
         results.append(evaluate(model, data, split=split_name, device=device,
-                                batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history))
+                                batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history,
+                                bucket=cfg.bucket_by_length))
     _save({"model": model.state_dict(), "epoch": 0, "config_hash": cfg.config_hash()},
           run_dir / runs.BEST)
     elapsed = time.perf_counter() - t0
@@ -248,7 +252,8 @@ def finish(
         raise MatrrecError("no epoch finished, so there is no best state to test; train longer")
     model.load_state_dict(load_checkpoint(run_dir / runs.BEST)["model"])
     results = [evaluate(model, data, split=s, device=device, batch_size=cfg.eval_batch_size,
-                        mask_history=cfg.mask_history) for s in ("valid", "test")]
+                        mask_history=cfg.mask_history, bucket=cfg.bucket_by_length)
+               for s in ("valid", "test")]
     return write_results(cfg, data, run_dir, results, history=history, es=es, elapsed=elapsed,
                          stopped=stopped, device=device, model=model)
 
