@@ -1,0 +1,68 @@
+"""The speed options side by side in one invocation: train s/epoch and full-sort s per option set.
+
+Each option set is one `matrrec profile` cell (fresh worker process, same data, model, batches
+and repeats); the sets run interleaved round by round (default, A, B, ..., default, A, B, ...)
+so that a slow spell of a noisy machine touches every set alike, and each set's median over the
+rounds is reported with its speed-up over the first set (the default unless --sets says
+otherwise).
+
+Example:
+  python bench/speed_options.py --dataset musical --model matrrec \
+      --sets skip_padding=true \
+      --sets skip_padding=true,bucket_by_length=true \
+      --sets skip_padding=true,bucket_by_length=true,readout_only=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--max-len", type=int, default=None, help="default: datasets.toml")
+    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--sets", action="append", default=[], metavar="K=V,K=V",
+                    help="one option set (comma list of --set pairs); repeatable. The default "
+                         "configuration is always the first row")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--max-batches", type=int, default=None)
+    ap.add_argument("--data-dir", type=Path, default=REPO / "data")
+    args = ap.parse_args()
+
+    from matrrec_cli.data.registry import training_defaults
+    from matrrec_cli.experiments.profile import run_cell
+
+    max_len = args.max_len or training_defaults(args.dataset, args.data_dir).max_len
+    option_sets = [()] + [tuple(p for p in s.split(",") if p) for s in args.sets]
+    times: dict[tuple[str, ...], list[tuple[float, float]]] = {s: [] for s in option_sets}
+    for _ in range(args.rounds):
+        for sets in option_sets:
+            cell = run_cell({"dataset": args.dataset, "model": args.model, "max_len": max_len,
+                             "synthetic": False, "device": "cpu",
+                             "data_dir": str(args.data_dir), "repeats": 1, "warmup": 1,
+                             "max_batches": args.max_batches, "preset": args.preset,
+                             "sets": sets})
+            times[sets].append((cell["train_s_per_epoch"], cell["inference_s"]))
+    base_train = statistics.median(t for t, _ in times[()])
+    base_eval = statistics.median(e for _, e in times[()])
+    print(f"{args.model} on {args.dataset}, L {max_len}, preset {args.preset}, "
+          f"{args.rounds} interleaved rounds, medians:")
+    print(f"{'options':<60} {'train s/ep':>10} {'full-sort s':>11} {'train x':>8} {'eval x':>7}")
+    for sets, ts in times.items():
+        tr = statistics.median(t for t, _ in ts)
+        ev = statistics.median(e for _, e in ts)
+        print(f"{','.join(sets) or 'default':<60} {tr:>10.3f} {ev:>11.4f} "
+              f"{base_train / tr:>7.2f}x {base_eval / ev:>6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
