@@ -29,7 +29,7 @@ RetrainOpt = Annotated[bool, typer.Option(
     help="Train again even where a finished run of the same configuration exists.")]
 
 
-def _dirs(data_dir: str | None, results_dir: str | None) -> tuple[Path, Path]:
+def resolve_dirs(data_dir: str | None, results_dir: str | None) -> tuple[Path, Path]:
     from matrrec_cli.paths import data_dir as dpath
     from matrrec_cli.paths import results_dir as rpath
 
@@ -42,7 +42,7 @@ def _need(datasets: list[str] | None) -> list[str]:
     return list(dict.fromkeys(datasets))
 
 
-def _write_csv(df: Any, path: Path) -> None:
+def write_csv(df: Any, path: Path) -> None:
     from matrrec_cli.io import atomic_path
 
     with atomic_path(path) as tmp:
@@ -50,7 +50,7 @@ def _write_csv(df: Any, path: Path) -> None:
     print(f"written {path}", file=sys.stderr)
 
 
-def _cell(value: float, std: Any, *, bold: bool = False, worse: bool = False,
+def cell_text(value: float, std: Any, *, bold: bool = False, worse: bool = False,
           paper: float | None = None) -> str:
     from matrrec_cli.experiments.runner import fmt
 
@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
         datasets = _need(dataset)
         variant_list = ablation.variants(remove=remove or [], add=add or [], heads=heads or [],
                                          layers=layers or [], all_=all_)
-        ddir, rdir = _dirs(data_dir, results_dir)
+        ddir, rdir = resolve_dirs(data_dir, results_dir)
         specs = ablation.specs(datasets, variant_list,
                                {"epochs": epochs, "objective": objective, "preset": preset,
                                 "max_len": max_len, "dropout": dropout},
@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         results = run_all(specs, parse_seeds(seeds, seed=seed), device=device, data_dir=ddir,
                           results_dir=rdir, retrain=retrain)
         df = ablation.table3(results)
-        _write_csv(df, rdir / "table3_ablation.csv")
+        write_csv(df, rdir / "table3_ablation.csv")
         table = Table(title="Table 3: ablations of MaTrRec (test, mean ± std over seeds; bold "
                             "better than default, ↓ >10 % worse)")
         table.add_column("architecture")
@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
             cells = []
             for ds in datasets:
                 row = df[(df["dataset"] == ds) & (df["label"] == label)].iloc[0]
-                cells += [_cell(row[m], row[f"{m}_std"], bold=row[f"{m}_better"],
+                cells += [cell_text(row[m], row[f"{m}_std"], bold=row[f"{m}_better"],
                                 worse=row[f"{m}_worse10"], paper=row[f"{m}_paper"])
                           for m in ablation.METRICS]
             table.add_row(label, *cells)
@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
 
         datasets = _need(dataset)
         _, vals = sweep_mod.parse(param, values)
-        ddir, rdir = _dirs(data_dir, results_dir)
+        ddir, rdir = resolve_dirs(data_dir, results_dir)
         cli = {"epochs": epochs, "objective": objective, "preset": preset, "max_len": max_len,
                "dropout": dropout}
         specs = sweep_mod.specs(param, vals, datasets, model, cli, set_ or [])
@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
                           results_dir=rdir, retrain=retrain)
         df = sweep_mod.frame(param, results)
         stem = param.replace("-", "_")
-        _write_csv(df, rdir / f"sweep_{stem}.csv")
+        write_csv(df, rdir / f"sweep_{stem}.csv")
         png = rdir / f"{sweep_mod.PARAMS[param][2]}_{stem}.png"
         sweep_mod.plot(param, df, png)
         print(f"written {png}", file=sys.stderr)
@@ -169,7 +169,7 @@ def register(app: typer.Typer) -> None:
         for _, r in df.iterrows():
             best = df[df["dataset"] == r["dataset"]]["ndcg@10"].max()
             table.add_row(r["dataset"], str(r[param]),
-                          *(_cell(r[m], r[f"{m}_std"], bold=(m == "ndcg@10" and r[m] == best))
+                          *(cell_text(r[m], r[f"{m}_std"], bold=(m == "ndcg@10" and r[m] == best))
                             for m in sweep_mod.METRICS), str(r["epochs"]))
         Console().print(table)
 
@@ -214,7 +214,7 @@ def register(app: typer.Typer) -> None:
         for name in names:
             if name not in model_names():
                 raise UsageError(f"unknown model {name!r}; known: {', '.join(model_names())}")
-        ddir, rdir = _dirs(data_dir, results_dir)
+        ddir, rdir = resolve_dirs(data_dir, results_dir)
         base = {"device": device, "data_dir": str(ddir), "repeats": repeats, "warmup": warmup,
                 "max_batches": max_batches, "preset": preset, "sets": list(set_ or [])}
         t4 = [{**base, "dataset": d, "synthetic": s, "model": "matrrec", "max_len": n}
@@ -251,7 +251,7 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path) -> No
                   file=sys.stderr, flush=True)
             rows.append(prof.run_cell(cell))
         df = pd.DataFrame(rows)
-        _write_csv(df, rdir / csv)
+        write_csv(df, rdir / csv)
         table = Table(title=f"{title} ({df['memory_kind'].iloc[0]}, median of "
                             f"{cells[0]['repeats']}, device {df['device'].iloc[0]})")
         for col in ("dataset", "model", "L", "memory GB", "train s/epoch", "inference s",

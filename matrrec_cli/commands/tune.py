@@ -15,9 +15,9 @@ from matrrec_cli.commands.experiments import (
     SeedOpt,
     SeedsOpt,
     SetOpt,
-    _cell,
-    _dirs,
-    _write_csv,
+    cell_text,
+    resolve_dirs,
+    write_csv,
 )
 from matrrec_cli.errors import UsageError
 
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         knobs = tune_mod.parse_grid(grid or [])
         if any(s.partition("=")[0].strip() in knobs for s in set_ or []):
             raise UsageError("a --set key is also a tuned knob; drop it from one of them")
-        ddir, rdir = _dirs(data_dir, results_dir)
+        ddir, rdir = resolve_dirs(data_dir, results_dir)
         seed_list = parse_seeds(seeds, seed=seed)
 
         def run(spec: RunSpec) -> list[RunResult]:
@@ -62,14 +62,14 @@ def register(app: typer.Typer) -> None:
                                      base_sets=list(set_ or []))
         import pandas as pd
 
-        _write_csv(pd.DataFrame(rows), rdir / f"tune_{dataset}_{model}.csv")
+        write_csv(pd.DataFrame(rows), rdir / f"tune_{dataset}_{model}.csv")
         table = Table(title=f"{model} on {dataset}: search by valid NDCG@10 (test shown, "
                             "never used)")
         for col in ("knob", "value", "valid ndcg@10", "test ndcg@10", "kept"):
             table.add_column(col, justify="left" if col == "knob" else "right")
         for r in rows:
             table.add_row(r["knob"], str(r["value"]),
-                          _cell(r["valid_ndcg@10"], None, bold=r["kept"]),
+                          cell_text(r["valid_ndcg@10"], None, bold=r["kept"]),
                           f"{r['test_ndcg@10']:.4f}", "yes" if r["kept"] else "")
         Console().print(table)
         print(tune_mod.command(dataset, model, best, knobs, list(set_ or []), final_seeds))
