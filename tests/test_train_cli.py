@@ -136,6 +136,16 @@ def test_report_table2(capsys, tmp_path: Path) -> None:
     assert r10["sasrec_mark"] == "second"
     assert r10["improvement_vs_sasrec_pct"] == pytest.approx(20.0)
     assert r10["improvement_vs_mamba4rec_pct"] == pytest.approx(50.0)
+    with pytest.raises(SystemExit):
+        main(["report", "table2", "--results-dir", str(tmp_path), "--dataset", "musical",
+              "--markdown"])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(x for x in lines if x.startswith("| dataset"))
+    assert header.split(" | ")[2:5] == ["sasrec", "mamba4rec", "matrrec"]
+    row = next(x for x in lines if "| recall@10 |" in x)
+    assert "| **0.1200 ± 0.0141** |" in row  # best in bold, the Rich markup gone
+    assert "| <u>0.1000</u> |" in row
+    assert "20.00%" in row and "[" not in row
 
 
 @pytest.mark.parametrize(("command", "text"), [

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from matrrec_cli.commands.tables import MarkdownOpt, show
 from matrrec_cli.errors import UsageError
 
 DatasetOpt = Annotated[list[str] | None, typer.Option(
@@ -80,6 +81,7 @@ def register(app: typer.Typer) -> None:
             help="Dropout \\[default: datasets.toml].")] = None,
         objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
+        markdown: MarkdownOpt = False,
         retrain: RetrainOpt = False,
     ) -> None:
         """Table 3: train MaTrRec's default and the requested ablations, render the table.
@@ -89,7 +91,6 @@ def register(app: typer.Typer) -> None:
 
         Example: matrrec ablate --dataset musical --all --seeds 5
         """
-        from rich.console import Console
         from rich.table import Table
 
         from matrrec_cli.experiments import ablation
@@ -121,7 +122,7 @@ def register(app: typer.Typer) -> None:
                                 worse=row[f"{m}_worse10"], paper=row[f"{m}_paper"])
                           for m in ablation.METRICS]
             table.add_row(label, *cells)
-        Console().print(table)
+        show(table, markdown=markdown)
 
     @app.command()
     def sweep(
@@ -135,6 +136,7 @@ def register(app: typer.Typer) -> None:
             help="Fixed dropout for a max-len sweep.")] = None,
         objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
+        markdown: MarkdownOpt = False,
         retrain: RetrainOpt = False,
     ) -> None:
         """Figures 2-3: train over a dropout or max-length sweep; CSV and a PNG line plot.
@@ -143,7 +145,6 @@ def register(app: typer.Typer) -> None:
 
         Example: matrrec sweep dropout 0.1,0.2,0.3,0.4,0.5 --dataset musical
         """
-        from rich.console import Console
         from rich.table import Table
 
         from matrrec_cli.experiments import sweep as sweep_mod
@@ -171,7 +172,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(r["dataset"], str(r[param]),
                           *(cell_text(r[m], r[f"{m}_std"], bold=(m == "ndcg@10" and r[m] == best))
                             for m in sweep_mod.METRICS), str(r["epochs"]))
-        Console().print(table)
+        show(table, markdown=markdown)
 
     @app.command()
     def profile(
@@ -189,7 +190,7 @@ def register(app: typer.Typer) -> None:
             help="Time only this many batches and scale to the epoch \\[default: all].")] = None,
         preset: Annotated[str, typer.Option(help="paper or recbole.")] = "paper",
         set_: SetOpt = None,
-        data_dir: DirOpt = None, results_dir: DirOpt = None,
+        data_dir: DirOpt = None, results_dir: DirOpt = None, markdown: MarkdownOpt = False,
     ) -> None:
         """Tables 4-5: memory, training time per epoch and inference time per model and L.
 
@@ -221,7 +222,7 @@ def register(app: typer.Typer) -> None:
               for d, s in sources for n in lens]
         t5 = [{**base, "dataset": d, "synthetic": s, "model": m, "max_len": _default_len(d, ddir)}
               for d, s in sources for m in names]
-        _profile_tables(prof, t4, t5, rdir)
+        _profile_tables(prof, t4, t5, rdir, markdown=markdown)
 
 
 def _default_len(dataset: str, data_dir: Path) -> int:
@@ -234,7 +235,8 @@ def _seconds(x: float) -> str:
     return f"{x:.2f}" if x >= 0.1 else f"{x:.4f}"  # count models take milliseconds
 
 
-def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path) -> None:
+def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
+                    markdown: bool = False) -> None:
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
@@ -262,4 +264,4 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path) -> No
             table.add_row(ds, r["model"], str(r["max_len"]), f"{r['memory_gb']:.2f}",
                           _seconds(r["train_s_per_epoch"]), _seconds(r["inference_s"]),
                           f"{r['timed_batches']}/{r['n_batches']}")
-        console.print(table)
+        show(table, markdown=markdown, console=console)

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from matrrec_cli.commands.tables import MarkdownOpt, show
+
 report_app = typer.Typer(help="Paper tables from the run records under results/runs.",
                          no_args_is_help=True)
 
@@ -17,6 +19,7 @@ def table2(
     dataset: Annotated[list[str] | None, typer.Option(
         help="Only these datasets (repeatable) \\[default: all with runs].")] = None,
     results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
+    markdown: MarkdownOpt = False,
 ) -> None:
     """Table 2 (overall performance): Recall@5/10/20 and NDCG@10 per model and dataset.
 
@@ -76,7 +79,7 @@ def table2(
                 f"[dim]{v:.4f}[/]" if v is not None and v == v else "" for v in published),
                 *(f"[dim]{g:.2f}%[/]" if g is not None and g == g else "" for g in gains))
     console = Console()
-    console.print(table)
+    show(table, markdown=markdown, console=console)
     paper_cols = [c for c in wide.columns if c.endswith("_paper")]
     if wide[paper_cols].notna().any().any():
         console.print("  paper: the published value; † ours lies more than 2 std (over our "

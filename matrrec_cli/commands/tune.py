@@ -19,6 +19,7 @@ from matrrec_cli.commands.experiments import (
     resolve_dirs,
     write_csv,
 )
+from matrrec_cli.commands.tables import MarkdownOpt, show
 from matrrec_cli.errors import UsageError
 
 
@@ -34,6 +35,7 @@ def register(app: typer.Typer) -> None:
         final_seeds: Annotated[int, typer.Option(
             help="Seeds of the printed command that reproduces the winner.")] = 5,
         device: DeviceOpt = "auto", data_dir: DirOpt = None, results_dir: DirOpt = None,
+        markdown: MarkdownOpt = False,
         set_: SetOpt = None, retrain: RetrainOpt = False,
     ) -> None:
         """Greedy search, one knob at a time, from the faithful settings; picks by valid
@@ -42,7 +44,6 @@ def register(app: typer.Typer) -> None:
 
         Example: matrrec tune --dataset musical --grid objective=all --grid lr=
         """
-        from rich.console import Console
         from rich.table import Table
 
         from matrrec_cli.experiments import tune as tune_mod
@@ -71,6 +72,6 @@ def register(app: typer.Typer) -> None:
             table.add_row(r["knob"], str(r["value"]),
                           cell_text(r["valid_ndcg@10"], None, bold=r["kept"]),
                           f"{r['test_ndcg@10']:.4f}", "yes" if r["kept"] else "")
-        Console().print(table)
+        show(table, markdown=markdown)
         print(tune_mod.command(dataset, model, best, knobs, list(set_ or []), final_seeds))
         print("run it to get the tuned column of matrrec report table2", file=sys.stderr)
