@@ -113,3 +113,18 @@ def test_speed_options_do_not_demote_a_configuration(tmp_path: Path) -> None:
         (run / "config.json").write_text(json.dumps(cfg))
     wide = report.table2(report.collect(tmp_path)).set_index("metric")
     assert wide.loc["ndcg@10", "matrrec"] == 0.060  # more seeds wins: both count as plain
+
+
+@pytest.mark.parametrize(("key", "value"), [("bucket_by_length", True), ("lr", 0.01)])
+def test_a_trainer_set_demotes_a_configuration(tmp_path: Path, key: str, value) -> None:
+    """bucket_by_length changes which samples share a batch, lr the optimiser: not the paper's."""
+    _fake_run(tmp_path, "matrrec", 1, 0.050)  # plain, one seed
+    for seed in (2, 3):
+        _fake_run(tmp_path, "matrrec", seed, 0.060)
+        run = tmp_path / "runs" / "musical" / "matrrec" / f"20260101-00000{seed}-abc"
+        cfg = json.loads((run / "config.json").read_text())
+        cfg["sources"] = {key: "command line --set"}
+        cfg[key] = value
+        (run / "config.json").write_text(json.dumps(cfg))
+    wide = report.table2(report.collect(tmp_path)).set_index("metric")
+    assert wide.loc["ndcg@10", "matrrec"] == 0.050  # the plain run wins despite fewer seeds

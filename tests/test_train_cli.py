@@ -145,7 +145,8 @@ def test_report_table2(capsys, tmp_path: Path) -> None:
     row = next(x for x in lines if "| recall@10 |" in x)
     assert "| **0.1200 ± 0.0141** |" in row  # best in bold, the Rich markup gone
     assert "| <u>0.1000</u> |" in row
-    assert "20.00%" in row and "[" not in row
+    assert "20.00%" in row
+    assert "[" not in row
 
 
 @pytest.mark.parametrize(("command", "text"), [

@@ -68,12 +68,16 @@ def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
 
 
 def _priority(members: list[tuple[Path, dict, dict]]) -> tuple[bool, int, str]:
-    """Prefer the model as the preset defines it (no ablation `--set`, no swept max_len or
-    dropout; speed options do not count), then more seeds, then the newest run."""
-    src = members[0][1].get("sources", {})
-    plain = not any(k.startswith("model.") and v.endswith("--set")
-                    and k.removeprefix("model.") not in SPEED_KEYS for k, v in src.items()) \
-        and src.get("max_len") != "command line" and src.get("dropout") != "command line"
+    """Prefer the model as the preset and the protocol define it (no ablation or trainer
+    `--set` such as lr or bucket_by_length, no swept max_len or dropout, the prefix objective;
+    the speed options of SPEED_KEYS and eval_batch_size do not count), then more seeds, then
+    the newest run."""
+    cfg = members[0][1]
+    src = cfg.get("sources", {})
+    plain = not any(v.endswith("--set") and k.removeprefix("model.") not in SPEED_KEYS
+                    and k not in ("eval_batch_size", "tag") for k, v in src.items()) \
+        and src.get("max_len") != "command line" and src.get("dropout") != "command line" \
+        and cfg.get("objective", "prefix") == "prefix"
     return plain, len(members), max(r.name for r, _, _ in members)
 
 
