@@ -101,6 +101,16 @@ def test_ablate_trains_each_variant_once_and_reuses_runs(tiny: Path, tmp_path: P
     assert len(list((tmp_path / "runs" / "cyc" / "matrrec").iterdir())) == 4
     assert capsys.readouterr().err.count("reusing") == 4
     assert pd.read_csv(tmp_path / "table3_ablation.csv").equals(df)
+    # a third seed and a new variant, rendered from finished runs only: nothing trains
+    capsys.readouterr()
+    more = ["ablate", "--remove", "ffn", "--add", "pe", "--seeds", "3", "--finished-only",
+            "--markdown", *_common(tiny, tmp_path), *SMALL]
+    assert _run(more) == 0
+    assert len(list((tmp_path / "runs" / "cyc" / "matrrec").iterdir())) == 4
+    out = capsys.readouterr().out
+    assert any(x.startswith("| Remove FFN |") and x.endswith("| 2 |") for x in out.splitlines())
+    assert any(x.startswith("| Add PE | - |") and x.endswith("| 0 |") for x in out.splitlines())
+    assert list(pd.read_csv(tmp_path / "table3_ablation.csv")["n_seeds"]) == [2, 2]
 
 
 def test_sweep_writes_csv_and_png(tiny: Path, tmp_path: Path) -> None:

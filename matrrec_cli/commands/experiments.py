@@ -28,6 +28,8 @@ SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="key=value for a model or trainer setting (repeatable).")]
 RetrainOpt = Annotated[bool, typer.Option(
     help="Train again even where a finished run of the same configuration exists.")]
+FinishedOnlyOpt = Annotated[bool, typer.Option(
+    help="Train nothing: render the table from the finished runs (seeds column says how many).")]
 
 
 def resolve_dirs(data_dir: str | None, results_dir: str | None) -> tuple[Path, Path]:
@@ -82,7 +84,7 @@ def register(app: typer.Typer) -> None:
         objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False,
-        retrain: RetrainOpt = False,
+        retrain: RetrainOpt = False, finished_only: FinishedOnlyOpt = False,
     ) -> None:
         """Table 3: train MaTrRec's default and the requested ablations, render the table.
 
@@ -105,7 +107,9 @@ def register(app: typer.Typer) -> None:
                                 "max_len": max_len, "dropout": dropout},
                                set_ or [])
         results = run_all(specs, parse_seeds(seeds, seed=seed), device=device, data_dir=ddir,
-                          results_dir=rdir, retrain=retrain)
+                          results_dir=rdir, retrain=retrain, finished_only=finished_only)
+        if not results:
+            raise UsageError("no finished run of these variants yet; run without --finished-only")
         df = ablation.table3(results)
         write_csv(df, rdir / "table3_ablation.csv")
         table = Table(title="Table 3: ablations of MaTrRec (test, mean ± std over seeds; bold "
@@ -114,14 +118,21 @@ def register(app: typer.Typer) -> None:
         for ds in datasets:
             for m in ablation.METRICS:
                 table.add_column(f"{ds} {m}", justify="right")
+        table.add_column("seeds", justify="right")
         for label, _ in variant_list:
-            cells = []
+            cells, n = [], []
             for ds in datasets:
-                row = df[(df["dataset"] == ds) & (df["label"] == label)].iloc[0]
+                rows = df[(df["dataset"] == ds) & (df["label"] == label)]
+                if rows.empty:  # --finished-only and no seed of it finished yet
+                    cells += ["-"] * len(ablation.METRICS)
+                    n.append("0")
+                    continue
+                row = rows.iloc[0]
                 cells += [cell_text(row[m], row[f"{m}_std"], bold=row[f"{m}_better"],
-                                worse=row[f"{m}_worse10"], paper=row[f"{m}_paper"])
+                                    worse=row[f"{m}_worse10"], paper=row[f"{m}_paper"])
                           for m in ablation.METRICS]
-            table.add_row(label, *cells)
+                n.append(str(row["n_seeds"]))
+            table.add_row(label, *cells, "/".join(n))
         show(table, markdown=markdown)
 
     @app.command()

@@ -83,9 +83,11 @@ def resolve_spec(spec: RunSpec, *, seed: int, device: str, data_dir: Path,
 
 
 def run_all(specs: list[RunSpec], seeds: list[int], *, device: str, data_dir: Path,
-            results_dir: Path, quiet: bool = False, retrain: bool = False) -> list[RunResult]:
+            results_dir: Path, quiet: bool = False, retrain: bool = False,
+            finished_only: bool = False) -> list[RunResult]:
     """Train every (spec, seed), or reuse its finished run; configs are checked before training
-    starts, so a typo in the last variant fails in a second, not after hours."""
+    starts, so a typo in the last variant fails in a second, not after hours. `finished_only`
+    trains nothing: the results of the finished runs only (a table of work in progress)."""
     from matrrec_cli.train import pipeline, runs
     from matrrec_cli.train.progress import Reporter
 
@@ -100,6 +102,9 @@ def run_all(specs: list[RunSpec], seeds: list[int], *, device: str, data_dir: Pa
         if done is not None:
             reporter.note(f"{head}: reusing {done}")
             out.append(RunResult(spec, seed, done, runs.read_json(done / runs.METRICS), True))
+            continue
+        if finished_only:
+            reporter.note(f"{head}: not finished, left out (--finished-only)")
             continue
         reporter.note(f"{head}: training")
         metrics, run_dir = pipeline.train(cfg, resume=True, reporter=reporter)
