@@ -127,6 +127,7 @@ def test_report_table2(capsys, tmp_path: Path) -> None:
     out = capsys.readouterr().out
     assert "Table 2" in out
     assert "preset paper" in out
+    assert "0.1200 ± 0.0141" in out  # a pipe gets whole cells, not Rich's 80-column "0.12…"
     wide = pd.read_csv(tmp_path / "table2_overall.csv")
     assert set(wide["dataset"]) == {"musical"}
     r10 = wide[wide["metric"] == "recall@10"].iloc[0]

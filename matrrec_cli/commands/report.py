@@ -117,6 +117,7 @@ def significance(
     dataset: Annotated[list[str] | None, typer.Option(
         help="Only these datasets (repeatable) \\[default: all with runs].")] = None,
     results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
+    markdown: MarkdownOpt = False,
 ) -> None:
     """Paired tests of MaTrRec vs each baseline on the same test users (per-user ranks).
 
@@ -125,7 +126,6 @@ def significance(
 
     Example: matrrec report significance --dataset ml-100k
     """
-    from rich.console import Console
     from rich.table import Table
 
     from matrrec_cli.experiments import significance as sig
@@ -148,7 +148,7 @@ def significance(
                       f"{r['ours']:.4f}", f"{r['base']:.4f}", f"{r['p']:.2e}",
                       f"{r['p_bh']:.2e}",
                       f"[bold]{r['better']} better[/]" if r["significant"] else "no")
-    Console().print(table)
+    show(table, markdown=markdown)
     print(f"written {path}", file=sys.stderr)
 
 
@@ -156,6 +156,7 @@ def significance(
 def breakdown(
     dataset: Annotated[str, typer.Option(help="Dataset with finished runs.")],
     results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
+    markdown: MarkdownOpt = False,
     data_dir: Annotated[str | None, typer.Option(
         help="Data directory \\[default: the runs'].")] = None,
 ) -> None:
@@ -195,7 +196,7 @@ def breakdown(
                 ("[bold]" if cells.loc[m, "ndcg@10"] == best else "[not bold]")
                 + f"{cells.loc[m, 'ndcg@10']:.4f} / {cells.loc[m, 'recall@10']:.4f}[/]"
                 for m in models))
-        console.print(table)
+        show(table, markdown=markdown, console=console)
     print(f"written {csv} and {png}", file=sys.stderr)
 
 

@@ -40,8 +40,16 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines)
 
 
+# Width for a table written to a pipe or a file: Rich would assume 80 columns there and cut
+# every cell of a wide table to "0.05…".
+PIPE_WIDTH = 250
+
+
 def show(table: Table, *, markdown: bool = False, console: Console | None = None) -> None:
     if markdown:
         print(to_markdown(table))
-    else:
-        (console or Console()).print(table)
+        return
+    console = console or Console()
+    if not console.is_terminal and console.width < PIPE_WIDTH:
+        console.width = PIPE_WIDTH
+    console.print(table)
