@@ -50,6 +50,9 @@ def test_parse_seeds() -> None:
     for bad in ("0", "a", "1,1"):
         with pytest.raises(UsageError):
             parse_seeds(bad)
+    with pytest.raises(UsageError, match="--seed 2020"):  # a seed, not 2020 of them
+        parse_seeds("2020")
+    assert parse_seeds("2020,") == [2020]
 
 
 def test_ablation_variants_follow_table3() -> None:
@@ -111,6 +114,29 @@ def test_ablate_trains_each_variant_once_and_reuses_runs(tiny: Path, tmp_path: P
     assert any(x.startswith("| Remove FFN |") and x.endswith("| 2 |") for x in out.splitlines())
     assert any(x.startswith("| Add PE | - |") and x.endswith("| 0 |") for x in out.splitlines())
     assert list(pd.read_csv(tmp_path / "table3_ablation.csv")["n_seeds"]) == [2, 2]
+
+
+def test_ablate_leaves_out_a_run_another_process_is_training(tiny: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    from matrrec_cli.experiments.runner import resolve_spec
+    from matrrec_cli.train import runs
+
+    args = ["ablate", "--remove", "ffn", *_common(tiny, tmp_path), *SMALL]
+    spec = ablation.specs(["cyc"], ablation.variants(remove=["ffn"], add=[], heads=[], layers=[],
+                                                     all_=False),
+                          {"epochs": 2, "objective": None, "preset": None, "max_len": None,
+                           "dropout": None}, SMALL[1::2])[1]
+    cfg = resolve_spec(spec, seed=2020, device="cpu", data_dir=tiny, results_dir=tmp_path)
+    busy = runs.new_run_dir(cfg)  # an unfinished run of Remove FFN, seed 2020 ...
+    (busy / runs.CONFIG).write_text(json.dumps(cfg.to_dict()))
+    with runs.training_lock(busy):  # ... that another worker is training
+        assert _run(args) == 0
+    err = capsys.readouterr().err
+    assert "being trained by another process" in err
+    assert not (busy / runs.METRICS).exists()
+    assert list(pd.read_csv(tmp_path / "table3_ablation.csv")["label"]) == ["L=1,H=1"]
+    assert _run(args) == 0  # lock released: this time it is resumed and finished
+    assert (busy / runs.METRICS).exists()
 
 
 def test_sweep_writes_csv_and_png(tiny: Path, tmp_path: Path) -> None:

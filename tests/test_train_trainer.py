@@ -165,6 +165,29 @@ def test_sigkill_mid_training_then_resume_matches(tmp_path: Path) -> None:
     assert [json.loads(x)["epoch"] for x in lines] == list(range(1, 7))
 
 
+def test_training_lock_excludes_a_second_trainer_and_dies_with_its_holder(tmp_path: Path) -> None:
+    run_dir = runs.new_run_dir(tiny_config(tmp_path))
+    with runs.training_lock(run_dir):
+        assert runs.is_locked(run_dir)
+        with pytest.raises(MatrrecError, match="another process"), runs.training_lock(run_dir):
+            pass
+    assert not runs.is_locked(run_dir)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(TESTS.parent)!r})
+        from pathlib import Path
+        from matrrec_cli.train import runs
+        with runs.training_lock(Path({str(run_dir)!r})):
+            print("locked", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    assert runs.is_locked(run_dir)
+    holder.send_signal(signal.SIGKILL)  # a crashed trainer must not leave the run locked
+    holder.wait()
+    assert not runs.is_locked(run_dir)
+
+
 class _NanGRU(TinyGRU):
     calls = 0
 

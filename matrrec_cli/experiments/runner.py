@@ -38,6 +38,9 @@ class RunResult:
     reused: bool
 
 
+MAX_SEED_COUNT = 100
+
+
 def parse_seeds(text: str | None, *, seed: int | None = None) -> list[int]:
     """`--seeds`: a count K (seeds base..base+K-1, base = --seed or 2020) or a list "1,2,3"."""
     base = DEFAULT_SEED if seed is None else seed
@@ -52,6 +55,10 @@ def parse_seeds(text: str | None, *, seed: int | None = None) -> list[int]:
     if len(values) == 1 and "," not in text:
         if values[0] < 1:
             raise UsageError(f"--seeds count must be at least 1, not {values[0]}")
+        if values[0] > MAX_SEED_COUNT:  # surely a seed meant as one: 2020 runs is never wanted
+            raise UsageError(f"--seeds {values[0]} would mean {values[0]} seeds; for the single "
+                             f"seed {values[0]} use --seed {values[0]} (or --seeds "
+                             f"{values[0]},)")
         return [base + i for i in range(values[0])]
     if len(set(values)) != len(values):
         raise UsageError(f"--seeds lists a seed twice: {text}")
@@ -105,6 +112,10 @@ def run_all(specs: list[RunSpec], seeds: list[int], *, device: str, data_dir: Pa
             continue
         if finished_only:
             reporter.note(f"{head}: not finished, left out (--finished-only)")
+            continue
+        live = runs.find_unfinished(cfg)
+        if live is not None and runs.is_locked(live):  # another worker has it: take the next
+            reporter.note(f"{head}: being trained by another process ({live}), left out")
             continue
         reporter.note(f"{head}: training")
         metrics, run_dir = pipeline.train(cfg, resume=True, reporter=reporter)

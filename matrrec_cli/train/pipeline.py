@@ -51,7 +51,9 @@ def train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[s
         reporter.note("no unfinished run of this configuration; starting a new one")
     run_dir = run_dir or runs.new_run_dir(cfg)
     reporter.note(f"run directory: {run_dir}")
-    metrics = fit(cfg, data, model_builder(cfg, data.seqs.n_items), run_dir, reporter=reporter)
+    with runs.training_lock(run_dir):
+        metrics = fit(cfg, data, model_builder(cfg, data.seqs.n_items), run_dir,
+                      reporter=reporter)
     return metrics, run_dir
 
 

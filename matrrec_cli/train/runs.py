@@ -8,6 +8,7 @@
         best.pt          model weights of the best valid epoch (what the test uses)
         ranks.parquet    per-user rank of the target, valid and test (for significance tests)
         metrics.json     final valid and test metrics; its presence marks the run finished
+        .lock            held (flock) by the process training the run
 
 The run id is `<UTC time>-<config hash>`; `--resume` picks the newest unfinished run whose
 config.json has the same hash.
@@ -15,8 +16,10 @@ config.json has the same hash.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,44 @@ CONFIG, METRICS, HISTORY, RANKS, ENV = (
     "config.json", "metrics.json", "history.jsonl", "ranks.parquet", "env.json",
 )
 LAST, BEST = "last.pt", "best.pt"
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def training_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir`'s lock while training it.
+
+    Two processes resuming the same unfinished run (two workers of a sweep, or one command
+    started twice) would interleave their checkpoints; the second one gets a clear error
+    instead. An OS lock (flock), so a killed process never leaves it held and resume after a
+    crash still works. Where flock does not exist (Windows) runs are not locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(run_dir / LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MatrrecError(f"{run_dir} is being trained by another process; wait for it "
+                               "to finish (or train another seed)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def is_locked(run_dir: Path) -> bool:
+    """True while another process trains `run_dir` (see training_lock)."""
+    if not (run_dir / LOCK).exists():
+        return False
+    try:
+        with training_lock(run_dir):
+            return False
+    except MatrrecError:
+        return True
 
 
 def runs_root(results_dir: str | Path, dataset: str, model: str) -> Path:
