@@ -210,12 +210,18 @@ def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(tmp_path: Path)
     assert not (run_dir / runs.METRICS).exists()
 
 
-def test_metrics_do_not_depend_on_eval_batch_size(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, epochs=3)
+def trained(tmp_path: Path, epochs: int) -> tuple[dict, TinyGRU, object]:
+    """A finished tiny run's metrics, its best model and its data."""
+    cfg = tiny_config(tmp_path, epochs=epochs)
     m, run_dir = run(cfg)
     data = tiny_data(cfg)
     model = build_for(cfg, data.seqs.n_items)()
     model.load_state_dict(load_checkpoint(run_dir / runs.BEST)["model"])
+    return m, model, data
+
+
+def test_metrics_do_not_depend_on_eval_batch_size(tmp_path: Path) -> None:
+    m, model, data = trained(tmp_path, epochs=3)
     ref = evaluate(model, data, split="test")
     assert ref.metrics == m["test_full"]
     for bs in (1, 7, 33):
@@ -227,11 +233,7 @@ def test_metrics_do_not_depend_on_eval_batch_size(tmp_path: Path) -> None:
 
 
 def test_bucketed_evaluation_ranks_like_full_width(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path, epochs=2)
-    _, run_dir = run(cfg)
-    data = tiny_data(cfg)
-    model = build_for(cfg, data.seqs.n_items)()
-    model.load_state_dict(load_checkpoint(run_dir / runs.BEST)["model"])
+    _, model, data = trained(tmp_path, epochs=2)
     for split_name in ("valid", "test"):
         for mask in (False, True):
             ref = evaluate(model, data, split=split_name, mask_history=mask)
