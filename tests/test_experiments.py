@@ -129,7 +129,7 @@ def test_ablate_leaves_out_a_run_another_process_is_training(tiny: Path, tmp_pat
     cfg = resolve_spec(spec, seed=2020, device="cpu", data_dir=tiny, results_dir=tmp_path)
     busy = runs.new_run_dir(cfg)  # an unfinished run of Remove FFN, seed 2020 ...
     (busy / runs.CONFIG).write_text(json.dumps(cfg.to_dict()))
-    with runs.training_lock(busy):  # ... that another worker is training
+    with runs.training_lock(cfg):  # ... that another worker is training
         assert _run(args) == 0
     err = capsys.readouterr().err
     assert "being trained by another process" in err
@@ -137,6 +137,7 @@ def test_ablate_leaves_out_a_run_another_process_is_training(tiny: Path, tmp_pat
     assert list(pd.read_csv(tmp_path / "table3_ablation.csv")["label"]) == ["L=1,H=1"]
     assert _run(args) == 0  # lock released: this time it is resumed and finished
     assert (busy / runs.METRICS).exists()
+    assert len(list(busy.parent.glob(f"*{cfg.config_hash()}*"))) == 1  # no second run of it
 
 
 def test_sweep_writes_csv_and_png(tiny: Path, tmp_path: Path) -> None:

@@ -166,26 +166,28 @@ def test_sigkill_mid_training_then_resume_matches(tmp_path: Path) -> None:
 
 
 def test_training_lock_excludes_a_second_trainer_and_dies_with_its_holder(tmp_path: Path) -> None:
-    run_dir = runs.new_run_dir(tiny_config(tmp_path))
-    with runs.training_lock(run_dir):
-        assert runs.is_locked(run_dir)
-        with pytest.raises(MatrrecError, match="another process"), runs.training_lock(run_dir):
+    cfg = tiny_config(tmp_path)
+    with runs.training_lock(cfg):
+        assert runs.is_locked(cfg)
+        assert not runs.is_locked(tiny_config(tmp_path, seed=7))  # another seed is free
+        with pytest.raises(MatrrecError, match="another process"), runs.training_lock(cfg):
             pass
-    assert not runs.is_locked(run_dir)
+    assert not runs.is_locked(cfg)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {str(TESTS.parent)!r})
+        sys.path[:0] = [{str(TESTS)!r}, {str(TESTS.parent)!r}]
         from pathlib import Path
+        from test_train_trainer import tiny_config
         from matrrec_cli.train import runs
-        with runs.training_lock(Path({str(run_dir)!r})):
+        with runs.training_lock(tiny_config(Path({str(tmp_path)!r}))):
             print("locked", flush=True)
             time.sleep(60)
     """)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    assert runs.is_locked(run_dir)
+    assert runs.is_locked(cfg)
     holder.send_signal(signal.SIGKILL)  # a crashed trainer must not leave the run locked
     holder.wait()
-    assert not runs.is_locked(run_dir)
+    assert not runs.is_locked(cfg)
 
 
 class _NanGRU(TinyGRU):

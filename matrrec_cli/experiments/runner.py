@@ -113,9 +113,8 @@ def run_all(specs: list[RunSpec], seeds: list[int], *, device: str, data_dir: Pa
         if finished_only:
             reporter.note(f"{head}: not finished, left out (--finished-only)")
             continue
-        live = runs.find_unfinished(cfg)
-        if live is not None and runs.is_locked(live):  # another worker has it: take the next
-            reporter.note(f"{head}: being trained by another process ({live}), left out")
+        if runs.is_locked(cfg):  # another worker has it: take the next
+            reporter.note(f"{head}: being trained by another process, left out")
             continue
         reporter.note(f"{head}: training")
         metrics, run_dir = pipeline.train(cfg, resume=True, reporter=reporter)

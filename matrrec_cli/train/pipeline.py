@@ -46,12 +46,12 @@ def train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[s
         f"{cfg.dataset}: {len(data.valid)} users, {data.seqs.n_items - 1} items, "
         f"{len(data.train)} train rows ({cfg.objective}), max_len {cfg.max_len}"
     )
-    run_dir = runs.find_unfinished(cfg) if resume else None
-    if resume and run_dir is None:
-        reporter.note("no unfinished run of this configuration; starting a new one")
-    run_dir = run_dir or runs.new_run_dir(cfg)
-    reporter.note(f"run directory: {run_dir}")
-    with runs.training_lock(run_dir):
+    with runs.training_lock(cfg):
+        run_dir = runs.find_unfinished(cfg) if resume else None
+        if resume and run_dir is None:
+            reporter.note("no unfinished run of this configuration; starting a new one")
+        run_dir = run_dir or runs.new_run_dir(cfg)
+        reporter.note(f"run directory: {run_dir}")
         metrics = fit(cfg, data, model_builder(cfg, data.seqs.n_items), run_dir,
                       reporter=reporter)
     return metrics, run_dir

@@ -8,10 +8,10 @@
         best.pt          model weights of the best valid epoch (what the test uses)
         ranks.parquet    per-user rank of the target, valid and test (for significance tests)
         metrics.json     final valid and test metrics; its presence marks the run finished
-        .lock            held (flock) by the process training the run
 
 The run id is `<UTC time>-<config hash>`; `--resume` picks the newest unfinished run whose
-config.json has the same hash.
+config.json has the same hash. `runs/.locks/<dataset>-<model>-<config hash>.lock` is held (flock)
+by the process training that configuration and seed.
 """
 
 from __future__ import annotations
@@ -30,41 +30,42 @@ CONFIG, METRICS, HISTORY, RANKS, ENV = (
     "config.json", "metrics.json", "history.jsonl", "ranks.parquet", "env.json",
 )
 LAST, BEST = "last.pt", "best.pt"
-LOCK = ".lock"
 
 
 @contextlib.contextmanager
-def training_lock(run_dir: Path) -> Iterator[None]:
-    """Hold `run_dir`'s lock while training it.
+def training_lock(cfg: TrainConfig) -> Iterator[None]:
+    """Hold the lock of `cfg`'s configuration and seed (its config hash) while training it.
 
-    Two processes resuming the same unfinished run (two workers of a sweep, or one command
-    started twice) would interleave their checkpoints; the second one gets a clear error
-    instead. An OS lock (flock), so a killed process never leaves it held and resume after a
-    crash still works. Where flock does not exist (Windows) runs are not locked.
+    Two processes training the same configuration and seed (two workers of a sweep, or one
+    command started twice) would create two runs of it or interleave one run's checkpoints; the
+    second one gets a clear error instead. The lock covers finding or creating the run directory
+    as well as training. An OS lock (flock), so a killed process never leaves it held and resume
+    after a crash still works. Where flock does not exist (Windows) runs are not locked.
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    with open(run_dir / LOCK, "a") as f:
+    locks = Path(cfg.results_dir) / "runs" / ".locks"  # beside, not among, the run dirs
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{cfg.dataset}-{cfg.model}-{cfg.config_hash()}.lock", "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise MatrrecError(f"{run_dir} is being trained by another process; wait for it "
-                               "to finish (or train another seed)") from None
+            raise MatrrecError(f"{cfg.dataset}/{cfg.model} seed {cfg.seed} (config "
+                               f"{cfg.config_hash()}) is being trained by another process; wait "
+                               "for it to finish (or train another seed)") from None
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def is_locked(run_dir: Path) -> bool:
-    """True while another process trains `run_dir` (see training_lock)."""
-    if not (run_dir / LOCK).exists():
-        return False
+def is_locked(cfg: TrainConfig) -> bool:
+    """True while another process trains `cfg` (see training_lock)."""
     try:
-        with training_lock(run_dir):
+        with training_lock(cfg):
             return False
     except MatrrecError:
         return True
