@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from matrrec_cli.commands.tables import show
 from matrrec_cli.errors import MatrrecError
 
 
@@ -26,7 +27,7 @@ def _show_config(cfg: Any) -> None:
     for key, value in flat.items():
         source = cfg.sources.get(key, "default")
         table.add_row(key, str(value), source, style=None if source == "default" else "bold")
-    Console(stderr=True).print(table)
+    show(table, console=Console(stderr=True))
 
 
 def _with_origins(cfg: Any, *, model_given: bool, device_given: bool, data_given: bool,
@@ -59,7 +60,7 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> None:
         table.add_column(name, justify="right")
     for split_name, m in rows.items():
         table.add_row(split_name, *(f"{m[n]:.4f}" for n in names))
-    Console(stderr=True).print(table)
+    show(table, console=Console(stderr=True))
 
 
 def _train_seeds(*, dataset: str, model: str, seeds: str, seed: int | None, device: str,
