@@ -40,15 +40,8 @@ def table2(
     path = rdir / "table2_overall.csv"
     report.write_csv(wide, path)
 
-    def order(name: str) -> tuple[int, int, str]:
-        # the paper's nine, then recipes tagged on them ("matrrec (tuned)"), then the rest
-        base, tagged = name.split(" (")[0], " (" in name
-        known = base in report.MODEL_ORDER
-        return (0 if known and not tagged else 1 if known else 2,
-                report.MODEL_ORDER.index(base) if known else 0, name)
-
-    models = sorted((c for c in wide.columns if "_" not in c and c not in ("dataset", "metric")),
-                    key=order)
+    models = report.model_order([c for c in wide.columns
+                                 if "_" not in c and c not in ("dataset", "metric")])
     table = Table(title="Table 2: overall performance (test, mean ± std over seeds)")
     table.add_column("dataset")
     table.add_column("metric")

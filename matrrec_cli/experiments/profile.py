@@ -67,7 +67,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         n_batches = -(-len(data.train) // cfg.batch_size)
         timed = min(n_batches, cell["max_batches"] or n_batches)
-        lengths = data.train.b - data.train.a if cfg.bucket_by_length else None
+        lengths = data.train.lengths if cfg.bucket_by_length else None
         epoch = [data.train.take(idx) for idx in epoch_batches(
             len(data.train), cfg.batch_size, torch.Generator().manual_seed(0), lengths=lengths)]
         if lengths is not None and timed < n_batches:
@@ -87,8 +87,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
                 model.fit_data(data.seqs.items, data.seqs.offsets, split="test")
                 model.to(device)
                 continue
-            width = trimmed_width(samples, data.max_len) if cfg.bucket_by_length else None
-            batch = make_batch(data, samples, width=width).to(device)
+            batch = make_batch(data, samples, trim=cfg.bucket_by_length).to(device)
             loss = model.calculate_loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

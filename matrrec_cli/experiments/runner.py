@@ -113,11 +113,12 @@ def run_all(specs: list[RunSpec], seeds: list[int], *, device: str, data_dir: Pa
         if finished_only:
             reporter.note(f"{head}: not finished, left out (--finished-only)")
             continue
-        if runs.is_locked(cfg):  # another worker has it: take the next
+        reporter.note(f"{head}: training")
+        try:
+            metrics, run_dir = pipeline.train(cfg, resume=True, reporter=reporter)
+        except runs.RunBusy:  # another worker has it: take the next
             reporter.note(f"{head}: being trained by another process, left out")
             continue
-        reporter.note(f"{head}: training")
-        metrics, run_dir = pipeline.train(cfg, resume=True, reporter=reporter)
         out.append(RunResult(spec, seed, run_dir, metrics, False))
     return out
 

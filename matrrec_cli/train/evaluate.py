@@ -19,7 +19,7 @@ import torch
 
 from matrrec_cli.models.base import SequentialRecommender
 from matrrec_cli.train.metrics import metrics_from_ranks, ranks_from_scores
-from matrrec_cli.train.samples import SplitData, history_mask_indices, make_batch, trimmed_width
+from matrrec_cli.train.samples import SplitData, history_mask_indices, make_batch
 
 EVAL_BATCH_SIZE = 4096  # RecBole's eval_batch_size (protocol §5)
 # Users per length bucket: small enough that a bucket's lengths are close, large enough that the
@@ -52,15 +52,14 @@ def evaluate(
     model.eval()
     ranks = np.zeros(len(samples), dtype=np.int64)
     if bucket:
-        order = np.argsort(samples.b - samples.a, kind="stable")
+        order = np.argsort(samples.lengths, kind="stable")
         step = min(batch_size, EVAL_BUCKET)
     else:
         order, step = np.arange(len(samples)), batch_size
     for lo in range(0, len(samples), step):
         idx = order[lo:lo + step]
         part = samples.take(idx)
-        width = trimmed_width(part, data.max_len) if bucket else None
-        batch = make_batch(data, part, width=width).to(device)
+        batch = make_batch(data, part, trim=bucket).to(device)
         scores = model.full_sort_scores(batch.item_seq, batch.lengths).float()  # (B, n_items)
         scores[:, 0] = -torch.inf  # padding is never a candidate
         if mask_history:

@@ -38,15 +38,16 @@ def model_builder(cfg: TrainConfig, n_items: int):
 
 
 def train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[str, Any], Path]:
-    """Train cfg in a new run directory, or continue its newest unfinished run (`resume`)."""
+    """Train cfg in a new run directory, or continue its newest unfinished run (`resume`).
+    Raises runs.RunBusy at once when another process is training the same configuration."""
     from matrrec_cli.train.trainer import fit
 
-    data = load_split(cfg)
-    reporter.note(
-        f"{cfg.dataset}: {len(data.valid)} users, {data.seqs.n_items - 1} items, "
-        f"{len(data.train)} train rows ({cfg.objective}), max_len {cfg.max_len}"
-    )
     with runs.training_lock(cfg):
+        data = load_split(cfg)
+        reporter.note(
+            f"{cfg.dataset}: {len(data.valid)} users, {data.seqs.n_items - 1} items, "
+            f"{len(data.train)} train rows ({cfg.objective}), max_len {cfg.max_len}"
+        )
         run_dir = runs.find_unfinished(cfg) if resume else None
         if resume and run_dir is None:
             reporter.note("no unfinished run of this configuration; starting a new one")

@@ -108,6 +108,17 @@ def _order(values: list[str], order: tuple[str, ...]) -> list[str]:
     return sorted(set(values), key=lambda v: (order.index(v) if v in order else len(order), v))
 
 
+def model_order(names: list[str]) -> list[str]:
+    """Table 2's columns: the paper's nine in its order, then recipes tagged on them
+    ("matrrec (tuned)"), then the rest (pop, markov, ...)."""
+    def key(name: str) -> tuple[int, int, str]:
+        base, tagged = name.split(" (")[0], " (" in name
+        if base not in MODEL_ORDER:
+            return 2, 0, name
+        return int(tagged), MODEL_ORDER.index(base), name
+    return sorted(set(names), key=key)
+
+
 def table2(long: pd.DataFrame,
            sig_marks: dict[tuple[str, str, str], bool] | None = None) -> pd.DataFrame:
     """Long records -> the paper's layout, with best/second marks and improvement columns;
@@ -115,7 +126,7 @@ def table2(long: pd.DataFrame,
     out = []
     for ds in _order(long["dataset"].tolist(), DATASET_ORDER):
         sub = long[long["dataset"] == ds]
-        models = _order(sub["model"].tolist(), MODEL_ORDER)
+        models = model_order(sub["model"].tolist())
         for metric in METRICS:
             cells = sub[sub["metric"] == metric].set_index("model")
             means = {m: float(cells.loc[m, "mean"]) for m in models if m in cells.index}

@@ -32,6 +32,10 @@ CONFIG, METRICS, HISTORY, RANKS, ENV = (
 LAST, BEST = "last.pt", "best.pt"
 
 
+class RunBusy(MatrrecError):
+    """Another process holds the training lock of this configuration and seed."""
+
+
 @contextlib.contextmanager
 def training_lock(cfg: TrainConfig) -> Iterator[None]:
     """Hold the lock of `cfg`'s configuration and seed (its config hash) while training it.
@@ -53,22 +57,13 @@ def training_lock(cfg: TrainConfig) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise MatrrecError(f"{cfg.dataset}/{cfg.model} seed {cfg.seed} (config "
+            raise RunBusy(f"{cfg.dataset}/{cfg.model} seed {cfg.seed} (config "
                                f"{cfg.config_hash()}) is being trained by another process; wait "
                                "for it to finish (or train another seed)") from None
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def is_locked(cfg: TrainConfig) -> bool:
-    """True while another process trains `cfg` (see training_lock)."""
-    try:
-        with training_lock(cfg):
-            return False
-    except MatrrecError:
-        return True
 
 
 def runs_root(results_dir: str | Path, dataset: str, model: str) -> Path:

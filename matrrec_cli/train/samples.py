@@ -81,6 +81,11 @@ class Samples:
     def __len__(self) -> int:
         return len(self.b)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """(S,) history length of each sample."""
+        return self.b - self.a
+
     def take(self, idx: np.ndarray) -> Samples:
         return Samples(a=self.a[idx], b=self.b[idx], user=self.user[idx], start=self.start[idx])
 
@@ -164,18 +169,18 @@ def _gather(
 
 
 def make_batch(data: SplitData, samples: Samples, *, objective: str = "prefix",
-               width: int | None = None) -> SeqBatch:
+               trim: bool = False) -> SeqBatch:
     """The SeqBatch for `samples`: right-padded (B, W) histories, W = L by default (§2.6).
 
     objective "prefix" (and evaluation) sets `target` = items[b]; "all" sets `targets`, the next
-    item at every position of the row (0 past the row's length). `width` (see trimmed_width)
-    drops trailing padding columns, for models that ignore them.
+    item at every position of the row (0 past the row's length). `trim` drops the trailing
+    padding columns past trimmed_width, for models that ignore them (bucket_by_length).
     """
     items = data.seqs.items
-    L = data.max_len if width is None else width
+    L = trimmed_width(samples, data.max_len) if trim else data.max_len
     seq = _gather(items, samples.a, samples.b, L)  # (B, W)
     batch = SeqBatch(item_seq=torch.from_numpy(seq),
-                     lengths=torch.from_numpy(samples.b - samples.a))
+                     lengths=torch.from_numpy(samples.lengths))
     if objective == "all":
         batch.targets = torch.from_numpy(_gather(items, samples.a, samples.b, L, shift=1))
     else:
@@ -190,7 +195,7 @@ def trimmed_width(samples: Samples, max_len: int) -> int:
     model that tests "history fills the array" (BERT4Rec's evaluation input) sees what it would
     see at full width.
     """
-    return min(max_len, int((samples.b - samples.a).max(initial=0)) + 1)
+    return min(max_len, int(samples.lengths.max(initial=0)) + 1)
 
 
 # Batches per pool sorted by length under bucket_by_length: enough to find similar lengths, few

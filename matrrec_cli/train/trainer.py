@@ -40,7 +40,7 @@ from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.evaluate import evaluate, ranks_frame
 from matrrec_cli.train.metrics import rounded
 from matrrec_cli.train.progress import Reporter
-from matrrec_cli.train.samples import SplitData, epoch_batches, make_batch, trimmed_width
+from matrrec_cli.train.samples import SplitData, epoch_batches, make_batch
 
 VALID_METRIC = "ndcg@10"  # RecBole valid_metric
 # Test hook, "EPOCH:SECONDS": after that epoch's checkpoint, say so on stderr and sleep, so a test
@@ -158,6 +158,7 @@ def fit(
         f.writelines(json.dumps(h) + "\n" for h in history)
 
     train = data.train
+    lengths = train.lengths if cfg.bucket_by_length else None  # the pools' sort key
     n_batches = -(-len(train) // cfg.batch_size)
     stopped = es["bad"] > cfg.stopping_step  # a checkpoint of a run that had already stopped
     pause_epoch, _, pause_s = (os.environ.get(PAUSE_ENV) or "0:0").partition(":")
@@ -166,13 +167,11 @@ def fit(
     while epoch < cfg.epochs and not stopped:
         t0 = time.perf_counter()
         model.train()
-        lengths = train.b - train.a if cfg.bucket_by_length else None
         batches = epoch_batches(len(train), cfg.batch_size, gen, lengths=lengths)
         total = 0.0
         for i, idx in enumerate(batches):
-            samples = train.take(idx)
-            width = trimmed_width(samples, data.max_len) if cfg.bucket_by_length else None
-            batch = make_batch(data, samples, objective=cfg.objective, width=width).to(device)
+            batch = make_batch(data, train.take(idx), objective=cfg.objective,
+                               trim=cfg.bucket_by_length).to(device)
             loss = model.calculate_loss(batch)
             loss_value = loss.item()  # one host sync per batch serves the check, total and progress
             if not math.isfinite(loss_value):
