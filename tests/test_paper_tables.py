@@ -128,3 +128,15 @@ def test_a_trainer_set_demotes_a_configuration(tmp_path: Path, key: str, value) 
         (run / "config.json").write_text(json.dumps(cfg))
     wide = report.table2(report.collect(tmp_path)).set_index("metric")
     assert wide.loc["ndcg@10", "matrrec"] == 0.050  # the plain run wins despite fewer seeds
+
+
+def test_fewer_departures_from_the_protocol_win(tmp_path: Path) -> None:
+    """With only `all` runs, the one at the dataset's max_len beats a newer one at --max-len 200."""
+    for seed, ndcg, max_len in ((1, 0.050, 50), (2, 0.060, 200)):  # Musical's own L is 50
+        _fake_run(tmp_path, "matrrec", seed, ndcg)
+        run = tmp_path / "runs" / "musical" / "matrrec" / f"20260101-00000{seed}-abc"
+        cfg = json.loads((run / "config.json").read_text())
+        cfg.update(objective="all", seed=1, max_len=max_len, sources={"max_len": "command line"})
+        (run / "config.json").write_text(json.dumps(cfg))
+    wide = report.table2(report.collect(tmp_path)).set_index("metric")
+    assert wide.loc["ndcg@10", "matrrec"] == 0.050

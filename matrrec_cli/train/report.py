@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from matrrec_cli.data.registry import training_defaults
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.experiments import paper
 from matrrec_cli.train.config import comparable
@@ -67,18 +68,22 @@ def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
     return chosen
 
 
-def _priority(members: list[tuple[Path, dict, dict]]) -> tuple[bool, int, str]:
-    """Prefer the model as the preset and the protocol define it (no ablation or trainer
-    `--set` such as lr or bucket_by_length, no swept max_len or dropout, the prefix objective;
-    the speed options of SPEED_KEYS and eval_batch_size do not count), then more seeds, then
-    the newest run."""
+def _priority(members: list[tuple[Path, dict, dict]]) -> tuple[int, int, str]:
+    """Prefer the model as the preset and the protocol define it, then more seeds, then the
+    newest run. Each departure counts once: an ablation or trainer `--set` (lr,
+    bucket_by_length, ...; the speed options of SPEED_KEYS, eval_batch_size and tag do not
+    count), a max_len or dropout other than the dataset's (datasets.toml, or the imported
+    dataset's meta.json), a non-prefix objective. Fewer departures win, so with only `all`
+    runs at hand the one at the dataset's own max_len is used."""
     cfg = members[0][1]
     src = cfg.get("sources", {})
-    plain = not any(v.endswith("--set") and k.removeprefix("model.") not in SPEED_KEYS
-                    and k not in ("eval_batch_size", "tag") for k, v in src.items()) \
-        and src.get("max_len") != "command line" and src.get("dropout") != "command line" \
-        and cfg.get("objective", "prefix") == "prefix"
-    return plain, len(members), max(r.name for r, _, _ in members)
+    departures = sum(v.endswith("--set") and k.removeprefix("model.") not in SPEED_KEYS
+                     and k not in ("eval_batch_size", "tag") for k, v in src.items())
+    own = training_defaults(cfg["dataset"], cfg.get("data_dir"))
+    departures += src.get("max_len") == "command line" and cfg.get("max_len") != own.max_len
+    departures += src.get("dropout") == "command line" and cfg.get("dropout") != own.dropout
+    departures += cfg.get("objective", "prefix") != "prefix"
+    return -departures, len(members), max(r.name for r, _, _ in members)
 
 
 def collect(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataFrame:
