@@ -203,6 +203,20 @@ def test_significance_equals_scipy_on_the_per_user_outcomes(two_models: Path, ca
     assert "significant at p < 0.01" in capsys.readouterr().out
 
 
+def test_report_runs_reads_the_real_run_records(two_models: Path) -> None:
+    assert _run(["report", "runs", "--results-dir", str(two_models)]) == 0
+    df = pd.read_csv(two_models / "runs.csv", dtype=str).set_index("model")
+    assert list(df.index) == ["gru4rec", "matrrec"]  # Table 2's column order
+    for model in df.index:
+        runs = sorted((two_models / "runs" / "cyc" / model).iterdir())
+        metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+        seeds = [json.loads((r / "config.json").read_text())["seed"] for r in runs]
+        epochs = [m["epochs"] for _, m in sorted(zip(seeds, metrics, strict=True))]
+        assert df.loc[model, "epochs"] == " ".join(map(str, epochs))
+        threads = {json.loads((r / "env.json").read_text())["torch_threads"] for r in runs}
+        assert df.loc[model, "threads"] == " ".join(map(str, threads))
+
+
 def test_identical_outcomes_are_never_significant() -> None:
     nd = pd.DataFrame({"ours": [0.5, 0.0, 1.0], "base": [0.5, 0.0, 1.0]})
     rk = pd.DataFrame({"ours": [3, 40, 1], "base": [3, 40, 1]})

@@ -140,3 +140,21 @@ def test_fewer_departures_from_the_protocol_win(tmp_path: Path) -> None:
         (run / "config.json").write_text(json.dumps(cfg))
     wide = report.table2(report.collect(tmp_path)).set_index("metric")
     assert wide.loc["ndcg@10", "matrrec"] == 0.050
+
+
+def test_report_runs_lists_cost_and_provenance_per_cell(tmp_path: Path) -> None:
+    for seed, wall, epochs, threads in ((2, 90.0, 30, 1), (1, 40.0, 10, None)):
+        _fake_run(tmp_path, "sasrec", seed, 0.05 + seed / 100)
+        run = tmp_path / "runs" / "musical" / "sasrec" / f"20260101-00000{seed}-abc"
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics.update(wall_seconds=wall, epochs=epochs, best_epoch=epochs - 11)
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        env = {"device": "cpu", "git_revision": "abc1234"}
+        if threads is not None:  # older runs did not record it
+            env["torch_threads"] = threads
+        (run / "env.json").write_text(json.dumps(env))
+    row = report.runs(tmp_path).iloc[0]
+    assert (row["seeds"], row["epochs"], row["best_epoch"]) == ("1 2", "10 30", "-1 19")
+    assert (row["wall_s_mean"], row["s_per_epoch"]) == (65.0, 3.5)  # 3.5: mean of 4.0 and 3.0
+    assert (row["threads"], row["git"]) == ("? 1", "abc1234")
+    assert row["test_ndcg@10"] == 0.065

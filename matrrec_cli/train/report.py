@@ -165,3 +165,45 @@ def write_csv(wide: pd.DataFrame, path: Path) -> None:
 
     with atomic_path(path) as tmp:
         wide.to_csv(tmp, index=False)
+
+
+def _joined(values: list[Any]) -> str:
+    return " ".join("?" if v is None else str(v) for v in values)  # "?" = not recorded
+
+
+def runs(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataFrame:
+    """The runs behind each Table 2 cell, one row per (dataset, model): settings, seeds, epochs
+    (best), training wall and where it ran (threads, device, git revision) next to the test
+    metrics, so a cell's cost and provenance are one command away."""
+    import json
+
+    rows = []
+    for (ds, model), members in chosen_runs(results_dir, datasets).items():
+        members = sorted(members, key=lambda member: member[1]["seed"])
+        cfg = members[0][1]
+        metrics = [m for _, _, m in members]
+        envs = [json.loads((run / "env.json").read_text()) if (run / "env.json").exists()
+                else {} for run, _, _ in members]
+        known = [(m["wall_seconds"], m["epochs"]) for m in metrics
+                 if m.get("wall_seconds") and m.get("epochs")]
+        rows.append({
+            "dataset": ds, "model": model, "preset": cfg["preset"],
+            "objective": cfg["objective"], "max_len": cfg["max_len"],
+            "seeds": _joined([c["seed"] for _, c, _ in members]),
+            "epochs": _joined([m.get("epochs") for m in metrics]),
+            "best_epoch": _joined([m.get("best_epoch") for m in metrics]),
+            "wall_s_mean": round(statistics.fmean(w for w, _ in known), 1) if known else None,
+            "s_per_epoch": round(statistics.fmean(w / e for w, e in known), 1) if known else None,
+            **{key: _joined(list(dict.fromkeys(e.get(field) for e in envs)))
+               for key, field in (("threads", "torch_threads"), ("device", "device"),
+                                  ("git", "git_revision"))},
+            **{f"test_{k}": round(statistics.fmean(m["test"][k] for m in metrics), 4)
+               for k in ("recall@10", "ndcg@10")},
+        })
+    if not rows:
+        raise MatrrecError(f"no finished runs under {Path(results_dir) / 'runs'}; "
+                           "run matrrec train first")
+    order = {m: i for i, m in enumerate(model_order([r["model"] for r in rows]))}
+    return pd.DataFrame(rows).sort_values(
+        ["dataset", "model"], key=lambda s: s.map(order) if s.name == "model" else s,
+        ignore_index=True)
