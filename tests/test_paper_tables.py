@@ -153,8 +153,12 @@ def test_report_runs_lists_cost_and_provenance_per_cell(tmp_path: Path) -> None:
         if threads is not None:  # older runs did not record it
             env["torch_threads"] = threads
         (run / "env.json").write_text(json.dumps(env))
+        (run / "history.jsonl").write_text("".join(  # one slow epoch per run: shared CPU
+            json.dumps({"epoch": e + 1, "seconds": 50.0 if e == 0 else 2.0 + seed}) + "\n"
+            for e in range(epochs)))
     row = report.runs(tmp_path).iloc[0]
     assert (row["seeds"], row["epochs"], row["best_epoch"]) == ("1 2", "10 30", "-1 19")
-    assert (row["wall_s_mean"], row["s_per_epoch"]) == (65.0, 3.5)  # 3.5: mean of 4.0 and 3.0
+    assert row["wall_s_mean"] == 65.0
+    assert row["epoch_s_median"] == 4.0  # 9 epochs of 3 s, 29 of 4 s, two slow ones
     assert (row["threads"], row["git"]) == ("? 1", "abc1234")
     assert row["test_ndcg@10"] == 0.065

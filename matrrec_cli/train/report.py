@@ -171,10 +171,22 @@ def _joined(values: list[Any]) -> str:
     return " ".join("?" if v is None else str(v) for v in values)  # "?" = not recorded
 
 
+def _epoch_seconds(run: Path) -> list[float]:
+    """Each epoch's training + validation seconds, from the run's history.jsonl."""
+    import json
+
+    path = run / "history.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["seconds"] for line in path.read_text().splitlines() if line]
+
+
 def runs(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataFrame:
     """The runs behind each Table 2 cell, one row per (dataset, model): settings, seeds, epochs
     (best), training wall and where it ran (threads, device, git revision) next to the test
-    metrics, so a cell's cost and provenance are one command away."""
+    metrics, so a cell's cost and provenance are one command away. `epoch_s_median` (training +
+    validation, median over every epoch of every seed) is robust to a stretch shared with
+    another job; wall / epochs is not."""
     import json
 
     rows = []
@@ -186,6 +198,7 @@ def runs(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataF
                 else {} for run, _, _ in members]
         known = [(m["wall_seconds"], m["epochs"]) for m in metrics
                  if m.get("wall_seconds") and m.get("epochs")]
+        seconds = [s for run, _, _ in members for s in _epoch_seconds(run)]
         rows.append({
             "dataset": ds, "model": model, "preset": cfg["preset"],
             "objective": cfg["objective"], "max_len": cfg["max_len"],
@@ -193,7 +206,7 @@ def runs(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataF
             "epochs": _joined([m.get("epochs") for m in metrics]),
             "best_epoch": _joined([m.get("best_epoch") for m in metrics]),
             "wall_s_mean": round(statistics.fmean(w for w, _ in known), 1) if known else None,
-            "s_per_epoch": round(statistics.fmean(w / e for w, e in known), 1) if known else None,
+            "epoch_s_median": round(statistics.median(seconds), 2) if seconds else None,
             **{key: _joined(list(dict.fromkeys(e.get(field) for e in envs)))
                for key, field in (("threads", "torch_threads"), ("device", "device"),
                                   ("git", "git_revision"))},
