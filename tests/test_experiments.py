@@ -165,6 +165,14 @@ def test_train_seeds_reports_mean_and_std(tiny: Path, tmp_path: Path, capsys) ->
     assert out["test"]["ndcg@10_std"] == round(float(np.std(per_run, ddof=1)), 4)
 
 
+def test_one_seed_has_no_spread_row(tiny: Path, tmp_path: Path, capsys) -> None:
+    assert _run(["train", "--model", "gru4rec", "--seeds", "1", *_common(tiny, tmp_path)]) == 0
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).splitlines()
+    assert any("seed 2020" in line for line in lines)
+    assert not any(line.strip("│ ").startswith(("std", "mean")) for line in lines)
+
+
 @pytest.fixture(scope="module")
 def two_models(tiny: Path, tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("results")

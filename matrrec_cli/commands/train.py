@@ -82,9 +82,11 @@ def _train_seeds(*, dataset: str, model: str, seeds: str, seed: int | None, devi
             summary[split_name][n] = round(mean, 4)
             summary[split_name][f"{n}_std"] = None if std is None else round(std, 4)
     rows = {f"seed {r.seed}": r.metrics["test"] for r in results}
-    rows["mean"] = {n: summary["test"][n] for n in results[0].metrics["test"]}
-    rows["std"] = {n: summary["test"][f"{n}_std"] or 0.0 for n in results[0].metrics["test"]}
-    _metrics_table(f"{model} on {dataset}: test metrics over {len(results)} seeds", rows)
+    if len(results) > 1:  # a single seed has no spread: no "std 0.0000" row
+        rows["mean"] = {n: summary["test"][n] for n in results[0].metrics["test"]}
+        rows["std"] = {n: summary["test"][f"{n}_std"] for n in results[0].metrics["test"]}
+    plural = "s" if len(results) > 1 else ""
+    _metrics_table(f"{model} on {dataset}: test metrics over {len(results)} seed{plural}", rows)
     if json_out:
         print(json.dumps({"seeds": [r.seed for r in results],
                           "runs": [str(r.run_dir) for r in results],
