@@ -140,6 +140,21 @@ def test_ablate_leaves_out_a_run_another_process_is_training(tiny: Path, tmp_pat
     assert len(list(busy.parent.glob(f"*{cfg.config_hash()}*"))) == 1  # no second run of it
 
 
+def test_train_seeds_says_so_when_every_run_is_busy(tiny: Path, tmp_path: Path,
+                                                    capsys) -> None:
+    from matrrec_cli.experiments.runner import RunSpec, resolve_spec
+    from matrrec_cli.train import runs
+
+    spec = RunSpec(dataset="cyc", model="gru4rec", label="gru4rec", cli=(("epochs", 2),))
+    cfg = resolve_spec(spec, seed=2020, device="cpu", data_dir=tiny, results_dir=tmp_path)
+    with runs.training_lock(cfg):  # another worker is training seed 2020
+        code = _run(["train", "--model", "gru4rec", "--seeds", "1", *_common(tiny, tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error: all 1 run(s) are being trained by another process" in err
+    assert "Traceback" not in err
+
+
 def test_sweep_writes_csv_and_png(tiny: Path, tmp_path: Path) -> None:
     assert _run(["sweep", "dropout", "0.0,0.3", "--model", "gru4rec", "--epochs", "1",
                  *_common(tiny, tmp_path)[2:], "--dataset", "cyc"]) == 0

@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from matrrec_cli.errors import UsageError
+from matrrec_cli.errors import MatrrecError, UsageError
 
 DEFAULT_SEED = 2020
 
@@ -101,7 +101,7 @@ def run_all(specs: list[RunSpec], seeds: list[int], *, device: str, data_dir: Pa
     todo = [(spec, seed, resolve_spec(spec, seed=seed, device=device, data_dir=data_dir,
                                       results_dir=results_dir))
             for spec in specs for seed in seeds]
-    out = []
+    out, busy = [], 0
     reporter = Reporter(enabled=not quiet)
     for i, (spec, seed, cfg) in enumerate(todo, 1):
         done = None if retrain else runs.find_finished(cfg)
@@ -118,8 +118,12 @@ def run_all(specs: list[RunSpec], seeds: list[int], *, device: str, data_dir: Pa
             metrics, run_dir = pipeline.train(cfg, resume=True, reporter=reporter)
         except runs.RunBusy:  # another worker has it: take the next
             reporter.note(f"{head}: being trained by another process, left out")
+            busy += 1
             continue
         out.append(RunResult(spec, seed, run_dir, metrics, False))
+    if busy and not out:  # nothing to summarise: say so instead of an empty table
+        raise MatrrecError(f"all {busy} run(s) are being trained by another process; rerun this "
+                           "command when they finish (it reuses them)")
     return out
 
 
