@@ -6,6 +6,7 @@ import itertools
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from matrrec_cli.experiments import ablation, paper
@@ -90,6 +91,25 @@ def test_table3_carries_the_paper_value() -> None:
     df = ablation.table3([res("L=1,H=1"), res("Remove RC")]).set_index("label")
     assert df.loc["Remove RC", "ndcg@10_paper"] == 0.0419
     assert df.loc["L=1,H=1", "recall@10_paper"] == 0.1085
+
+
+def test_table3_tests_each_variant_against_the_default_over_seeds() -> None:
+    from scipy import stats
+
+    def res(label: str, seed: int, ndcg: float) -> RunResult:
+        metrics = {"test": {"recall@10": 0.1, "ndcg@10": ndcg}, "epochs": 3, "wall_seconds": 1.0}
+        return RunResult(RunSpec(dataset="musical", label=label), seed, Path("."), metrics, False)
+
+    default, pe, ffn = [0.055, 0.056, 0.058], [0.049, 0.050, 0.052], [0.054, 0.057, 0.059]
+    results = [res(label, seed, v) for label, values in
+               (("L=1,H=1", default), ("Add PE", pe), ("Remove FFN", ffn))
+               for seed, v in enumerate(values)]
+    df = ablation.table3(results).set_index("label")
+    expected = stats.ttest_ind(pe, default, equal_var=False).pvalue
+    assert df.loc["Add PE", "ndcg@10_p"] == pytest.approx(expected)
+    assert df.loc["Add PE", "ndcg@10_p"] < ablation.ALPHA < df.loc["Remove FFN", "ndcg@10_p"]
+    assert pd.isna(df.loc["Add PE", "recall@10_p"])  # no spread on either side: undefined
+    assert pd.isna(df.loc["L=1,H=1", "ndcg@10_p"])
 
 
 def test_a_tagged_recipe_is_its_own_column(tmp_path: Path) -> None:

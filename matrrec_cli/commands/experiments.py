@@ -54,10 +54,11 @@ def write_csv(df: Any, path: Path) -> None:
 
 
 def cell_text(value: float, std: Any, *, bold: bool = False, worse: bool = False,
-          paper: float | None = None) -> str:
+          paper: float | None = None, star: bool = False) -> str:
     from matrrec_cli.experiments.runner import fmt
 
-    text = fmt(value, None if std is None or std != std else float(std)) + (" ↓" if worse else "")
+    text = fmt(value, None if std is None or std != std else float(std)) + ("*" if star else "")
+    text += " ↓" if worse else ""
     text = f"[bold]{text}[/]" if bold else text
     return text + (f" [dim](paper {paper:.4f})[/]" if paper is not None and paper == paper else "")
 
@@ -113,7 +114,8 @@ def register(app: typer.Typer) -> None:
         df = ablation.table3(results)
         write_csv(df, rdir / "table3_ablation.csv")
         table = Table(title="Table 3: ablations of MaTrRec (test, mean ± std over seeds; bold "
-                            "better than default, ↓ >10 % worse)")
+                            "better than default, ↓ >10 % worse, * differs from default: "
+                            f"Welch's t-test over seeds, p < {ablation.ALPHA})")
         table.add_column("architecture")
         for ds in datasets:
             for m in ablation.METRICS:
@@ -129,7 +131,9 @@ def register(app: typer.Typer) -> None:
                     continue
                 row = rows.iloc[0]
                 cells += [cell_text(row[m], row[f"{m}_std"], bold=row[f"{m}_better"],
-                                    worse=row[f"{m}_worse10"], paper=row[f"{m}_paper"])
+                                    worse=row[f"{m}_worse10"], paper=row[f"{m}_paper"],
+                                    star=row[f"{m}_p"] is not None
+                                    and row[f"{m}_p"] < ablation.ALPHA)
                           for m in ablation.METRICS]
                 n.append(str(row["n_seeds"]))
             table.add_row(label, *cells, "/".join(n))

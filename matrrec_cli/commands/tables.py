@@ -22,7 +22,9 @@ _STYLES = (("bold", "**{}**"), ("underline", "<u>{}</u>"), ("dim", "*{}*"))
 
 
 def markdown_cell(markup: str) -> str:
-    """One Rich-markup cell as Markdown text."""
+    """One Rich-markup cell as Markdown text; a literal `*` (a significance mark) is escaped so
+    that it never pairs with the emphasis of a neighbouring span."""
+    markup = markup.replace("*", "\\*")
     for style, fmt in _STYLES:
         markup = re.sub(rf"\[{style}\](.*?)\[/(?:{style})?\]",
                         lambda m, f=fmt: f.format(m.group(1)), markup)
@@ -33,7 +35,7 @@ def to_markdown(table: Table) -> str:
     """The table's title (as a bold line), header and rows as a GitHub Markdown table."""
     cols = table.columns
     rows = list(zip(*(list(c.cells) for c in cols), strict=True)) if cols else []
-    lines = [f"**{Text.from_markup(str(table.title)).plain}**", ""] if table.title else []
+    lines = [f"**{markdown_cell(str(table.title))}**", ""] if table.title else []
     lines.append("| " + " | ".join(markdown_cell(str(c.header)) for c in cols) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
     lines += ["| " + " | ".join(markdown_cell(str(x)) for x in row) + " |" for row in rows]
