@@ -14,6 +14,7 @@ Runs with a `tag` (e.g. `--set tag=tuned`) form their own column, "matrrec (tune
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,6 @@ def _joined(values: list[Any]) -> str:
 
 def _epoch_seconds(run: Path) -> list[float]:
     """Each epoch's training + validation seconds, from the run's history.jsonl."""
-    import json
-
     path = run / "history.jsonl"
     if not path.exists():
         return []
@@ -187,8 +186,6 @@ def runs(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataF
     metrics, so a cell's cost and provenance are one command away. `epoch_s_median` (training +
     validation, median over every epoch of every seed) is robust to a stretch shared with
     another job; wall / epochs is not."""
-    import json
-
     rows = []
     for (ds, model), members in chosen_runs(results_dir, datasets).items():
         members = sorted(members, key=lambda member: member[1]["seed"])
