@@ -7,8 +7,9 @@ MaTrRec's relative gain over SASRec and over Mamba4Rec, as the paper's last two 
 paper has the dataset, its value sits beside each cell (`<model>_paper`), and `<model>_outside_2std`
 says whether our mean lies more than two of our standard deviations from it.
 
-Where a (dataset, model) has runs of several configurations, the one with the most seeds (then the
-newest) is used; the settings of every cell (preset, objective, max_len, seeds) are listed too.
+Where a (dataset, model) has runs of several configurations, the one closest to the protocol (then
+with the most seeds, then the newest) is used; the settings of every cell (preset, objective,
+max_len, seeds) are listed too.
 Runs with a `tag` (e.g. `--set tag=tuned`) form their own column, "matrrec (tuned)".
 """
 
@@ -25,7 +26,7 @@ from matrrec_cli.data.registry import training_defaults
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.experiments import paper
 from matrrec_cli.train.config import comparable
-from matrrec_cli.train.runs import finished_runs
+from matrrec_cli.train.runs import ENV, HISTORY, finished_runs, read_json
 
 MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "core",
                "mamba4rec", "matrrec")  # Table 2's columns (a)..(i)
@@ -48,8 +49,9 @@ Members = list[tuple[Path, dict, dict]]
 
 def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
                 models: list[str] | None = None) -> dict[tuple[str, str], Members]:
-    """(dataset, model) -> the (run dir, config, metrics) of each seed of the configuration with
-    the most seeds (then the newest run): what every report uses for that cell."""
+    """(dataset, model) -> the (run dir, config, metrics) of each seed of the configuration that
+    departs least from the protocol, then has the most seeds, then the newest run (_priority):
+    what every report uses for that cell."""
     groups: dict[tuple[str, str, str], list[tuple[Path, dict, dict]]] = {}
     for run, cfg, metrics in finished_runs(results_dir):
         if datasets and cfg["dataset"] not in datasets:
@@ -59,14 +61,14 @@ def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
         name = cfg["model"] + (f" ({cfg['tag']})" if cfg.get("tag") else "")  # tagged recipe
         groups.setdefault((cfg["dataset"], name, _seedless_key(cfg)), []).append(
             (run, cfg, metrics))
-    chosen: dict[tuple[str, str], list[tuple[Path, dict, dict]]] = {}
+    chosen: dict[tuple[str, str], tuple[tuple[int, int, str], Members]] = {}
     for (ds, model, _), members in groups.items():
-        best = chosen.get((ds, model))
         by_seed = {cfg["seed"]: (run, cfg, m) for run, cfg, m in sorted(members)}  # newest wins
         cand = list(by_seed.values())
-        if best is None or _priority(cand) > _priority(best):
-            chosen[(ds, model)] = cand
-    return chosen
+        rank = _priority(cand)
+        if (ds, model) not in chosen or rank > chosen[(ds, model)][0]:
+            chosen[(ds, model)] = rank, cand
+    return {key: members for key, (_, members) in chosen.items()}
 
 
 def _priority(members: list[tuple[Path, dict, dict]]) -> tuple[int, int, str]:
@@ -174,7 +176,7 @@ def _joined(values: list[Any]) -> str:
 
 def _epoch_seconds(run: Path) -> list[float]:
     """Each epoch's training + validation seconds, from the run's history.jsonl."""
-    path = run / "history.jsonl"
+    path = run / HISTORY
     if not path.exists():
         return []
     return [json.loads(line)["seconds"] for line in path.read_text().splitlines() if line]
@@ -191,8 +193,7 @@ def runs(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataF
         members = sorted(members, key=lambda member: member[1]["seed"])
         cfg = members[0][1]
         metrics = [m for _, _, m in members]
-        envs = [json.loads((run / "env.json").read_text()) if (run / "env.json").exists()
-                else {} for run, _, _ in members]
+        envs = [read_json(run / ENV) if (run / ENV).exists() else {} for run, _, _ in members]
         known = [(m["wall_seconds"], m["epochs"]) for m in metrics
                  if m.get("wall_seconds") and m.get("epochs")]
         seconds = [s for run, _, _ in members for s in _epoch_seconds(run)]

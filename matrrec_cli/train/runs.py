@@ -58,8 +58,8 @@ def training_lock(cfg: TrainConfig) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunBusy(f"{cfg.dataset}/{cfg.model} seed {cfg.seed} (config "
-                               f"{cfg.config_hash()}) is being trained by another process; wait "
-                               "for it to finish (or train another seed)") from None
+                          f"{cfg.config_hash()}) is being trained by another process; wait for "
+                          "it to finish (or train another seed)") from None
         try:
             yield
         finally:
