@@ -6,18 +6,38 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (os.umask can only be
+    read by setting it, which races with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
+
+    The file gets the mode a plain open() would give it (0666 less the umask): mkstemp creates
+    0600, which a group sharing a results directory could not read.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -47,3 +67,33 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, streamed."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_csv(df: Any, path: str | os.PathLike[str]) -> None:
+    """A DataFrame as CSV, atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def merge_csv(df: Any, path: str | os.PathLike[str], *, key: list[str]) -> None:
+    """Write `df` into the CSV at `path`, replacing the rows whose `key` values `df` also has
+    and keeping the others (their columns too). An unreadable old file is replaced, with a
+    warning: the new rows are what was asked for."""
+    import pandas as pd
+
+    path = Path(path)
+    merged = df
+    if path.exists():
+        try:
+            old = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            print(f"matrrec: warning: {path} is unreadable ({exc}); writing it anew",
+                  file=sys.stderr)
+        else:
+            if set(key) <= set(old.columns):
+                new_keys = set(df[key].astype(str).itertuples(index=False, name=None))
+                keep = [tuple(k) not in new_keys
+                        for k in old[key].astype(str).itertuples(index=False, name=None)]
+                merged = pd.concat([old[keep], df], ignore_index=True)
+                merged = merged.sort_values(key, kind="stable", ignore_index=True)
+    write_csv(merged, path)

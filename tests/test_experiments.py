@@ -155,16 +155,30 @@ def test_train_seeds_says_so_when_every_run_is_busy(tiny: Path, tmp_path: Path,
     assert "Traceback" not in err
 
 
-def test_sweep_writes_csv_and_png(tiny: Path, tmp_path: Path) -> None:
-    assert _run(["sweep", "dropout", "0.0,0.3", "--model", "gru4rec", "--epochs", "1",
-                 *_common(tiny, tmp_path)[2:], "--dataset", "cyc"]) == 0
-    df = pd.read_csv(tmp_path / "sweep_dropout.csv")
-    assert list(df["dropout"]) == [0.0, 0.3]
-    png = tmp_path / "fig2_dropout.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_sweeps_write_csv_and_png_named_after_dataset_and_model(tiny: Path,
+                                                                 tmp_path: Path) -> None:
+    """Sweeps of two datasets and of another model leave every CSV and PNG (nothing is
+    overwritten), and a rerun of one replaces only its own rows."""
+    csv = tiny / "i.csv"
+    assert _run(["import", "cyc2", "--from-file", str(csv), "--format", "table", "--kcore", "0",
+                 "--max-len", "10", "--data-dir", str(tiny)]) == 0
+    for ds, model in (("cyc", "gru4rec"), ("cyc2", "gru4rec"), ("cyc", "narm")):
+        assert _run(["sweep", "dropout", "0.0,0.3", "--model", model, "--epochs", "1",
+                     *_common(tiny, tmp_path)[2:], "--dataset", ds]) == 0
+    for stem in ("dropout_cyc_gru4rec", "dropout_cyc2_gru4rec", "dropout_cyc_narm"):
+        df = pd.read_csv(tmp_path / f"sweep_{stem}.csv")
+        assert list(df["dropout"]) == [0.0, 0.3], stem
+        png = tmp_path / f"fig2_{stem}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     dropouts = sorted(json.loads((d / "config.json").read_text())["dropout"]
                       for d in (tmp_path / "runs" / "cyc" / "gru4rec").iterdir())
     assert dropouts == [0.0, 0.3]
+    out = tmp_path / "mine.csv"  # --output: this sweep's rows only, the PNG beside
+    assert _run(["sweep", "dropout", "0.0", "--model", "gru4rec", "--epochs", "1",
+                 *_common(tiny, tmp_path)[2:], "--dataset", "cyc", "--output", str(out)]) == 0
+    assert list(pd.read_csv(out)["dropout"]) == [0.0]
+    assert out.with_suffix(".png").exists()
+    assert len(pd.read_csv(tmp_path / "sweep_dropout_cyc_gru4rec.csv")) == 2
     assert _run(["sweep", "dropout", "0.1", "--dropout", "0.2", "--dataset", "cyc"]) == 2
     assert _run(["sweep", "heads", "1,2", "--dataset", "cyc"]) == 2
 
@@ -207,7 +221,10 @@ def _user_ranks(results: Path, model: str) -> pd.DataFrame:
 
 
 def test_significance_equals_scipy_on_the_per_user_outcomes(two_models: Path, capsys) -> None:
-    assert _run(["report", "significance", "--results-dir", str(two_models)]) == 0
+    # the fixture's runs are 2-epoch smoke runs: left out unless asked for
+    assert _run(["report", "significance", "--results-dir", str(two_models)]) == 1
+    assert _run(["report", "significance", "--results-dir", str(two_models),
+                 "--include-capped"]) == 0
     df = pd.read_csv(two_models / "significance.csv")
     ours, base = _user_ranks(two_models, "matrrec"), _user_ranks(two_models, "gru4rec")
 
@@ -222,13 +239,14 @@ def test_significance_equals_scipy_on_the_per_user_outcomes(two_models: Path, ca
     assert mc["p"] == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0)
     assert list(df["p_bh"]) == pytest.approx(list(stats.false_discovery_control(df["p"])))
     assert (df["p_bh"] >= df["p"] - 1e-12).all()
-    assert _run(["report", "table2", "--results-dir", str(two_models)]) == 0
+    assert _run(["report", "table2", "--results-dir", str(two_models), "--include-capped"]) == 0
     assert "significant at p < 0.01" in capsys.readouterr().out
 
 
 def test_report_runs_reads_the_real_run_records(two_models: Path) -> None:
-    assert _run(["report", "runs", "--results-dir", str(two_models)]) == 0
+    assert _run(["report", "runs", "--results-dir", str(two_models), "--include-capped"]) == 0
     df = pd.read_csv(two_models / "runs.csv", dtype=str).set_index("model")
+    assert set(df["chosen"]) == {"True"}
     assert list(df.index) == ["gru4rec", "matrrec"]  # Table 2's column order
     for model in df.index:
         runs = sorted((two_models / "runs" / "cyc" / model).iterdir())
@@ -249,7 +267,7 @@ def test_identical_outcomes_are_never_significant() -> None:
 
 def test_breakdown_matches_a_brute_force_grouping(two_models: Path, tiny: Path) -> None:
     assert _run(["report", "breakdown", "--dataset", "cyc", "--results-dir",
-                 str(two_models)]) == 0
+                 str(two_models), "--include-capped"]) == 0
     df = pd.read_csv(two_models / "breakdown_cyc.csv")
     assert (two_models / "breakdown_cyc.png").read_bytes()[:4] == b"\x89PNG"
     inter = pd.read_parquet(tiny / "cyc" / "interactions.parquet")
@@ -306,19 +324,31 @@ def test_profile_writes_tables_4_and_5(tiny: Path, tmp_path: Path, capsys) -> No
     assert _run(["profile", "--dataset", "cyc", "--models", "nosuch"]) == 2
 
 
-def test_tune_searches_on_valid_and_prints_the_command(tiny: Path, tmp_path: Path,
-                                                      capsys) -> None:
-    drop = [f"--grid={k}=" for k in ("objective", "max_len", "n_layers", "weight_decay")]
-    args = ["tune", *_common(tiny, tmp_path), *drop, "--grid", "dropout=0.1,0.3",
+def test_tune_measures_the_start_and_prints_the_command(tiny: Path, tmp_path: Path,
+                                                        capsys) -> None:
+    """A lone grid value is compared with the held one (the dataset's dropout 0.1), which is
+    measured first; the winner's command is printed only when something beat the start."""
+    args = ["tune", *_common(tiny, tmp_path), "--knobs", "dropout,lr", "--grid", "dropout=0.3",
             "--grid", "lr=0.001,0.01", *SMALL]
     assert _run(args) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
     df = pd.read_csv(tmp_path / "tune_cyc_matrrec.csv")
-    assert list(df["knob"]) == ["dropout", "dropout", "lr", "lr"]
-    first = df[df["knob"] == "dropout"]
-    chosen = first.loc[first["valid_ndcg@10"].idxmax(), "value"]  # the first maximum
-    assert first.set_index("value").loc[chosen, "kept"]
-    # lr=0.001 is the default: that candidate is the dropout winner's run, reused
+    assert list(zip(df["knob"], df["value"].astype(str), strict=True)) == [
+        ("start", "-"), ("dropout", "0.1"), ("dropout", "0.3"), ("lr", "0.001"), ("lr", "0.01")]
+    start = df["valid_ndcg@10"].iloc[0]
+    assert df["valid_ndcg@10"].iloc[1] == start  # the held value is the start's run, reused
+    beat = df["valid_ndcg@10"].iloc[2] > start
+    assert df["kept"].iloc[2] == beat
+    assert df["kept"].iloc[1] == (not beat)
+    # start, dropout 0.3, and lr 0.01 at the dropout winner: three runs, the rest reused
     assert len(list((tmp_path / "runs" / "cyc" / "matrrec").iterdir())) == 3
-    assert f"--dropout {chosen}" in out
-    assert "--set tag=tuned --seeds 5" in out
+    if df["kept"].iloc[[2, 4]].any():
+        assert "--set tag=tuned --seeds 5" in captured.out
+        assert ("--dropout 0.3" in captured.out) == beat
+    else:
+        assert captured.out.strip() == ""
+        assert "nothing to tune" in captured.err
+    assert _run([*args[:-len(SMALL)], "--grid", "lr="]) == 2  # a knob without values
+    assert "'lr=' gives lr no values" in capsys.readouterr().err
+    assert _run(["tune", *_common(tiny, tmp_path), "--model", "gru4rec", "--knobs",
+                 "n_layers"]) == 2  # no such setting: refused before anything trains

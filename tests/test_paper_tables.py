@@ -182,3 +182,60 @@ def test_report_runs_lists_cost_and_provenance_per_cell(tmp_path: Path) -> None:
     assert row["epoch_s_median"] == 4.0  # 9 epochs of 3 s, 29 of 4 s, two slow ones
     assert (row["threads"], row["git"]) == ("? 1", "abc1234")
     assert row["test_ndcg@10"] == 0.065
+
+
+def _smoke(root: Path, model: str, seed: int, ndcg: float, name: str, epochs: int = 2,
+           stopped: bool = False, tag: str = "") -> None:
+    """A run made with `--epochs N`: capped unless it stopped early."""
+    run = root / "runs" / "musical" / model / name
+    run.mkdir(parents=True)
+    cfg = {"dataset": "musical", "model": model, "seed": seed, "preset": "paper",
+           "objective": "prefix", "max_len": 50, "epochs": epochs,
+           "sources": {"epochs": "command line"}, "tag": tag}
+    test = dict.fromkeys(report.METRICS, ndcg)
+    (run / "config.json").write_text(json.dumps(cfg))
+    (run / "metrics.json").write_text(json.dumps({"test": test, "valid": test, "epochs": epochs,
+                                                  "stopped_early": stopped}))
+
+
+def test_a_capped_run_made_after_five_seeds_changes_no_cell(tmp_path: Path) -> None:
+    for seed in range(1, 6):
+        _fake_run(tmp_path, "sasrec", seed, 0.05)
+    before = report.table2(report.collect(tmp_path))
+    _smoke(tmp_path, "sasrec", 1, 0.01, "20991231-000000-smoke")  # newest, one epoch
+    _smoke(tmp_path, "matrrec", 1, 0.02, "20991231-000001-smoke")  # the only matrrec run
+    after = report.table2(report.collect(tmp_path))
+    pd.testing.assert_frame_equal(before, after)
+    runs = report.runs(tmp_path)
+    smoke = runs[runs["run_dirs"].str.contains("smoke")]
+    assert len(smoke) == 2
+    assert not smoke["chosen"].any()
+    assert smoke["why"].str.contains("capped by --epochs 2").all()
+    # asked for: by flag, or by the run's tag
+    assert "matrrec" in report.collect(
+        tmp_path, selection=report.Selection(include_capped=True))["model"].tolist()
+    _smoke(tmp_path, "matrrec", 1, 0.03, "20991231-000002-tagged", tag="smoke")
+    named = report.collect(tmp_path, selection=report.Selection(tags=("smoke",)))
+    assert set(named["model"]) == {"sasrec", "matrrec (smoke)"}
+    # a capped run that stopped early did end by its rule
+    _smoke(tmp_path, "gru4rec", 1, 0.04, "20991231-000003-early", epochs=50, stopped=True)
+    assert "gru4rec" in report.collect(tmp_path)["model"].tolist()
+
+
+def test_a_later_equal_configuration_does_not_move_a_cell(tmp_path: Path) -> None:
+    """Two configurations with one departure each: the one made first keeps the cell, and
+    report runs says why the other was not chosen."""
+    for name, lr, ndcg in (("20260101-000001-a", "0.002", 0.05), ("20260102-000001-b", "0.003",
+                                                                    0.07)):
+        run = tmp_path / "runs" / "musical" / "sasrec" / name
+        run.mkdir(parents=True)
+        cfg = {"dataset": "musical", "model": "sasrec", "seed": 1, "preset": "paper",
+               "objective": "prefix", "max_len": 50, "epochs": 300, "lr": float(lr),
+               "sources": {"lr": "command line --set"}}
+        test = dict.fromkeys(report.METRICS, ndcg)
+        (run / "config.json").write_text(json.dumps(cfg))
+        (run / "metrics.json").write_text(json.dumps({"test": test, "valid": test}))
+    wide = report.table2(report.collect(tmp_path)).set_index("metric")
+    assert wide.loc["ndcg@10", "sasrec"] == 0.05
+    rows = report.runs(tmp_path).set_index("chosen")
+    assert "made first" in rows.loc[False, "why"]

@@ -148,6 +148,16 @@ def test_report_table2(capsys, tmp_path: Path) -> None:
     assert "| <u>0.1000</u> |" in row
     assert "20.00%" in row
     assert "[" not in row
+    # a table of another dataset keeps Musical's rows in the CSV (merged by dataset)
+    with pytest.raises(SystemExit):
+        main(["report", "table2", "--results-dir", str(tmp_path), "--dataset", "office"])
+    wide = pd.read_csv(tmp_path / "table2_overall.csv")
+    assert set(wide["dataset"]) == {"musical", "office"}
+    assert len(wide) == 8
+    with pytest.raises(SystemExit):  # --json: the rows on stdout, parseable
+        main(["report", "table2", "--results-dir", str(tmp_path), "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["dataset"] for r in rows} == {"musical", "office"}
 
 
 @pytest.mark.parametrize(("command", "text"), [

@@ -21,38 +21,63 @@ def fake_run(valid: dict[str, float], test: dict[str, float], calls: list[RunSpe
     return run
 
 
+START = {"dropout": 0.4, "lr": 0.001}
+
+
 def test_search_follows_valid_and_never_test() -> None:
-    valid = {"dropout=0.1": 0.10, "dropout=0.2": 0.30, "dropout=0.3": 0.20,
-             "dropout=0.2,lr=0.001": 0.30, "dropout=0.2,lr=0.003": 0.31}
-    test = {"dropout=0.1": 0.99, "dropout=0.2": 0.01, "dropout=0.3": 0.50,  # test disagrees
-            "dropout=0.2,lr=0.001": 0.01, "dropout=0.2,lr=0.003": 0.00}
+    valid = {"faithful": 0.25, "dropout=0.1": 0.10, "dropout=0.2": 0.30, "dropout=0.3": 0.20,
+             "dropout=0.2,lr=0.003": 0.31}
+    test = {"faithful": 0.9, "dropout=0.1": 0.99, "dropout=0.2": 0.01,  # test disagrees
+            "dropout=0.3": 0.50, "dropout=0.2,lr=0.003": 0.00}
     calls: list[RunSpec] = []
     best, rows = tune.search("musical", "matrrec", GRID, fake_run(valid, test, calls),
-                             base_cli={"epochs": 5}, base_sets=["skip_padding=true"])
+                             base_cli={"epochs": 5}, base_sets=["skip_padding=true"], start=START)
     assert best == {"dropout": 0.2, "lr": 0.003}
+    assert calls[0].label == "faithful"  # the start is measured first
     # the second knob is searched at the first knob's winner, with the fixed settings kept
     assert calls[-1].cli == (("epochs", 5), ("dropout", 0.2))
     assert calls[-1].sets == ("skip_padding=true", "lr=0.003")
-    assert [r["kept"] for r in rows] == [False, True, False, False, True]
+    assert [(r["knob"], r["value"], r["held"], r["kept"]) for r in rows] == [
+        ("start", "-", True, True),
+        ("dropout", 0.4, True, False), ("dropout", 0.1, False, False),
+        ("dropout", 0.2, False, True), ("dropout", 0.3, False, False),
+        ("lr", 0.001, True, False), ("lr", 0.003, False, True)]
     cmd = tune.command("musical", "matrrec", best, GRID, ["skip_padding=true"])
     assert cmd == ("matrrec train --dataset musical --model matrrec --dropout 0.2 "
                    "--set skip_padding=true --set lr=0.003 --set tag=tuned --seeds 5")
 
 
+def test_the_start_is_a_candidate_that_a_lone_grid_value_must_beat() -> None:
+    """`--grid dropout=0.2` alone must still compare 0.2 with the held 0.4 (it used to win
+    unmeasured); a worse value is not kept, a tie keeps the held value."""
+    for other, kept in ((0.20, {}), (0.25, {}), (0.30, {"dropout": 0.2})):
+        calls: list[RunSpec] = []
+        valid = {"faithful": 0.25, "dropout=0.2": other}
+        best, rows = tune.search("d", "sasrec", {"dropout": ("cli", (0.2,))},
+                                 fake_run(valid, valid, calls), base_cli={}, base_sets=[],
+                                 start={"dropout": 0.4})
+        assert best == kept
+        assert [c.label for c in calls] == ["faithful", "faithful", "dropout=0.2"]
+        assert [r["value"] for r in rows] == ["-", 0.4, 0.2]
+
+
 def test_a_tie_keeps_the_value_already_held() -> None:
-    valid = {"dropout=0.1": 0.2, "dropout=0.2": 0.1, "dropout=0.3": 0.1,
-             "dropout=0.1,lr=0.001": 0.2, "dropout=0.1,lr=0.003": 0.2}
+    valid = {"faithful": 0.2, "dropout=0.1": 0.2, "dropout=0.2": 0.1, "dropout=0.3": 0.1,
+             "lr=0.003": 0.2}
     best, _ = tune.search("d", "matrrec", GRID, fake_run(valid, valid, []), base_cli={},
-                          base_sets=[])
-    assert best == {"dropout": 0.1}  # lr stays at its default: nothing beat 0.2
+                          base_sets=[], start=START)
+    assert best == {}  # nothing beat the start
 
 
 def test_parse_grid() -> None:
-    grid = tune.parse_grid(["dropout=0.3,0.4", "lr="])
+    grid = tune.parse_grid(["dropout=0.3,0.4"])
     assert grid["dropout"] == ("cli", (0.3, 0.4))
-    assert "lr" not in grid
-    assert "objective" in grid
+    assert list(grid) == list(tune.KNOBS)
     assert tune.parse_grid(["max_len=10,20"])["max_len"] == ("cli", (10, 20))
-    for bad in ("speed=1", "dropout", "max_len=ten"):
+    assert tune.parse_grid(["max-len=10"])["max_len"] == ("cli", (10,))  # one spelling, alias
+    assert list(tune.parse_grid([], ["lr", "objective"])) == ["objective", "lr"]
+    for bad in ("speed=1", "dropout", "max_len=ten", "lr="):  # lr= would search nothing
         with pytest.raises(UsageError):
             tune.parse_grid([bad])
+    with pytest.raises(UsageError):
+        tune.parse_grid(["dropout=0.1"], ["lr"])  # a grid for a knob left out

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from matrrec_cli.commands.tables import MarkdownOpt, show
+from matrrec_cli.commands.tables import JsonOpt, MarkdownOpt, OutputOpt, save_csv, show
 from matrrec_cli.errors import UsageError
 
 DatasetOpt = Annotated[list[str] | None, typer.Option(
@@ -45,14 +45,6 @@ def _need(datasets: list[str] | None) -> list[str]:
     return list(dict.fromkeys(datasets))
 
 
-def write_csv(df: Any, path: Path) -> None:
-    from matrrec_cli.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    print(f"written {path}", file=sys.stderr)
-
-
 def cell_text(value: float, std: Any, *, bold: bool = False, worse: bool = False,
           paper: float | None = None, star: bool = False) -> str:
     from matrrec_cli.experiments.runner import fmt
@@ -84,13 +76,14 @@ def register(app: typer.Typer) -> None:
             help="Dropout \\[default: datasets.toml].")] = None,
         objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
-        markdown: MarkdownOpt = False,
+        markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         retrain: RetrainOpt = False, finished_only: FinishedOnlyOpt = False,
     ) -> None:
         """Table 3: train MaTrRec's default and the requested ablations, render the table.
 
         Bold: better than the default; ↓: more than 10 % below it. Finished runs of the same
-        configuration and seed are reused. Writes results/table3_ablation.csv.
+        configuration and seed are reused. Writes results/table3_ablation.csv (rows of other
+        datasets and variants kept).
 
         Example: matrrec ablate --dataset musical --all --seeds 5
         """
@@ -112,7 +105,6 @@ def register(app: typer.Typer) -> None:
         if not results:
             raise UsageError("no finished run of these variants yet; run without --finished-only")
         df = ablation.table3(results)
-        write_csv(df, rdir / "table3_ablation.csv")
         table = Table(title="Table 3: ablations of MaTrRec (test, mean ± std over seeds; bold "
                             "better than default, ↓ >10 % worse, * differs from default: "
                             f"Welch's t-test over seeds, p < {ablation.ALPHA})")
@@ -137,7 +129,8 @@ def register(app: typer.Typer) -> None:
                           for m in ablation.METRICS]
                 n.append(str(row["n_seeds"]))
             table.add_row(label, *cells, "/".join(n))
-        show(table, markdown=markdown)
+        show(table, markdown=markdown, json_rows=df if json_out else None)
+        save_csv(df, rdir / "table3_ablation.csv", output, key=["dataset", "label"])
 
     @app.command()
     def sweep(
@@ -151,12 +144,13 @@ def register(app: typer.Typer) -> None:
             help="Fixed dropout for a max-len sweep.")] = None,
         objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
-        markdown: MarkdownOpt = False,
+        markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         retrain: RetrainOpt = False,
     ) -> None:
         """Figures 2-3: train over a dropout or max-length sweep; CSV and a PNG line plot.
 
-        Writes results/sweep_<param>.csv and results/fig2_dropout.png or fig3_max_len.png.
+        Writes results/sweep_<param>_<datasets>_<model>[_<tag>].csv and the figure beside it
+        (fig2_... for dropout, fig3_... for max_len), or --output and the PNG beside it.
 
         Example: matrrec sweep dropout 0.1,0.2,0.3,0.4,0.5 --dataset musical
         """
@@ -174,10 +168,13 @@ def register(app: typer.Typer) -> None:
         results = run_all(specs, parse_seeds(seeds, seed=seed), device=device, data_dir=ddir,
                           results_dir=rdir, retrain=retrain)
         df = sweep_mod.frame(param, results)
-        stem = param.replace("-", "_")
-        write_csv(df, rdir / f"sweep_{stem}.csv")
-        png = rdir / f"{sweep_mod.PARAMS[param][2]}_{stem}.png"
-        sweep_mod.plot(param, df, png)
+        stem = sweep_mod.file_stem(param, datasets, model, list(set_ or []))
+        csv = save_csv(df, rdir / f"sweep_{stem}.csv", output, key=["dataset", param])
+        png = (csv.with_suffix(".png") if output is not None
+               else rdir / f"{sweep_mod.PARAMS[param][2]}_{stem}.png")
+        default = (getattr(_defaults(datasets[0], ddir), sweep_mod.PARAMS[param][0])
+                   if len(datasets) == 1 else None)
+        sweep_mod.plot(param, df, png, default=default)
         print(f"written {png}", file=sys.stderr)
         table = Table(title=f"{model}: {param} sweep (test, mean ± std over seeds)")
         for col in ("dataset", param, *sweep_mod.METRICS, "epochs"):
@@ -187,7 +184,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(r["dataset"], str(r[param]),
                           *(cell_text(r[m], r[f"{m}_std"], bold=(m == "ndcg@10" and r[m] == best))
                             for m in sweep_mod.METRICS), str(r["epochs"]))
-        show(table, markdown=markdown)
+        show(table, markdown=markdown, json_rows=df if json_out else None)
 
     @app.command()
     def profile(
@@ -206,12 +203,13 @@ def register(app: typer.Typer) -> None:
         preset: Annotated[str, typer.Option(help="paper or recbole.")] = "paper",
         set_: SetOpt = None,
         data_dir: DirOpt = None, results_dir: DirOpt = None, markdown: MarkdownOpt = False,
+        json_out: JsonOpt = False,
     ) -> None:
         """Tables 4-5: memory, training time per epoch and inference time per model and L.
 
         Each cell runs in a fresh process. Without --max-len and --models both tables are made
         (L 10,30,50,70 and all nine models). Writes results/table4_max_len.csv and
-        results/table5_complexity.csv.
+        results/table5_complexity.csv, replacing only the rows of the cells profiled again.
 
         Example: matrrec profile --synthetic-like electronics --models all --max-batches 3
         """
@@ -235,15 +233,15 @@ def register(app: typer.Typer) -> None:
                 "max_batches": max_batches, "preset": preset, "sets": list(set_ or [])}
         t4 = [{**base, "dataset": d, "synthetic": s, "model": "matrrec", "max_len": n}
               for d, s in sources for n in lens]
-        t5 = [{**base, "dataset": d, "synthetic": s, "model": m, "max_len": _default_len(d, ddir)}
-              for d, s in sources for m in names]
-        _profile_tables(prof, t4, t5, rdir, markdown=markdown)
+        t5 = [{**base, "dataset": d, "synthetic": s, "model": m,
+               "max_len": _defaults(d, ddir).max_len} for d, s in sources for m in names]
+        _profile_tables(prof, t4, t5, rdir, markdown=markdown, json_out=json_out)
 
 
-def _default_len(dataset: str, data_dir: Path) -> int:
+def _defaults(dataset: str, data_dir: Path) -> Any:
     from matrrec_cli.data.registry import training_defaults
 
-    return training_defaults(dataset, data_dir).max_len
+    return training_defaults(dataset, data_dir)
 
 
 def _seconds(x: float) -> str:
@@ -251,12 +249,13 @@ def _seconds(x: float) -> str:
 
 
 def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
-                    markdown: bool = False) -> None:
+                    markdown: bool = False, json_out: bool = False) -> None:
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(stderr=json_out)
+    rows_out: list[dict] = []
     for cells, title, csv in ((t4, "Table 4: MaTrRec by max length", "table4_max_len.csv"),
                               (t5, "Table 5: model complexity", "table5_complexity.csv")):
         if not cells:
@@ -268,7 +267,8 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
                   file=sys.stderr, flush=True)
             rows.append(prof.run_cell(cell))
         df = pd.DataFrame(rows)
-        write_csv(df, rdir / csv)
+        rows_out += rows
+        save_csv(df, rdir / csv, None, key=["dataset", "synthetic", "model", "max_len"])
         table = Table(title=f"{title} ({df['memory_kind'].iloc[0]}, median of "
                             f"{cells[0]['repeats']}, device {df['device'].iloc[0]})")
         for col in ("dataset", "model", "L", "memory GB", "train s/epoch", "inference s",
@@ -280,3 +280,5 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
                           _seconds(r["train_s_per_epoch"]), _seconds(r["inference_s"]),
                           f"{r['timed_batches']}/{r['n_batches']}")
         show(table, markdown=markdown, console=console)
+    if json_out:
+        show(Table(), json_rows=rows_out)

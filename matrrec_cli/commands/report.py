@@ -8,23 +8,39 @@ from typing import Annotated
 
 import typer
 
-from matrrec_cli.commands.tables import MarkdownOpt, show
+from matrrec_cli.commands.tables import JsonOpt, MarkdownOpt, OutputOpt, save_csv, show
 
 report_app = typer.Typer(help="Paper tables from the run records under results/runs.",
                          no_args_is_help=True)
 
+TagOpt = Annotated[list[str] | None, typer.Option(
+    "--tag", help="Show only these recipe columns (runs made with --set tag=NAME; repeatable); "
+                  "their runs count even when capped by --epochs.")]
+CappedOpt = Annotated[bool, typer.Option(
+    "--include-capped", help="Also use runs cut short by --epochs before early stopping (smoke "
+                             "runs; left out by default).")]
+DatasetsOpt = Annotated[list[str] | None, typer.Option(
+    "--dataset", help="Only these datasets (repeatable) \\[default: all with runs].")]
+ResultsOpt = Annotated[str | None, typer.Option(help="Results directory.")]
+
+
+def _selection(tag: list[str] | None, include_capped: bool):  # -> report.Selection
+    from matrrec_cli.train.report import Selection
+
+    return Selection(tags=tuple(tag) if tag else None, include_capped=include_capped)
+
 
 @report_app.command("table2")
 def table2(
-    dataset: Annotated[list[str] | None, typer.Option(
-        help="Only these datasets (repeatable) \\[default: all with runs].")] = None,
-    results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
-    markdown: MarkdownOpt = False,
+    dataset: DatasetsOpt = None, results_dir: ResultsOpt = None, tag: TagOpt = None,
+    include_capped: CappedOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Table 2 (overall performance): Recall@5/10/20 and NDCG@10 per model and dataset.
 
     Best in bold, second underlined, MaTrRec's improvement vs SASRec and vs Mamba4Rec, mean ± std
-    over seeds; also written to results/table2_overall.csv.
+    over seeds; also written to results/table2_overall.csv (the rows of other datasets kept).
+    Cells use only runs that ended by their stopping rule (see matrrec report runs).
 
     Example: matrrec report table2 --dataset ml-100k
     """
@@ -35,10 +51,9 @@ def table2(
     from matrrec_cli.train import report
 
     rdir = results_path(results_dir)
-    long = report.collect(rdir, dataset)
-    wide = report.table2(long, sig_marks=_marks(rdir, dataset))
-    path = rdir / "table2_overall.csv"
-    report.write_csv(wide, path)
+    selection = _selection(tag, include_capped)
+    long = report.collect(rdir, dataset, selection)
+    wide = report.table2(long, sig_marks=_marks(rdir, dataset, selection))
 
     models = report.model_order([c for c in wide.columns
                                  if "_" not in c and c not in ("dataset", "metric")])
@@ -77,8 +92,8 @@ def table2(
             table.add_row("", "[dim]paper[/]", *(
                 f"[dim]{v:.4f}[/]" if v is not None and v == v else "" for v in published),
                 *(f"[dim]{g:.2f}%[/]" if g is not None and g == g else "" for g in gains))
-    console = Console()
-    show(table, markdown=markdown, console=console)
+    console = Console(stderr=json_out)
+    show(table, markdown=markdown, console=console, json_rows=wide if json_out else None)
     paper_cols = [c for c in wide.columns if c.endswith("_paper")]
     if wide[paper_cols].notna().any().any():
         console.print("  paper: the published value; † ours lies more than 2 std (over our "
@@ -91,26 +106,25 @@ def table2(
     console.print("  * improvement significant at p < 0.01 (Benjamini-Hochberg corrected; "
                   "Wilcoxon on NDCG@10, exact McNemar on Recall@K; matrrec report "
                   "significance)")
-    print(f"written {path}", file=sys.stderr)
+    save_csv(wide, rdir / "table2_overall.csv", output, key=["dataset"])
 
 
-def _marks(rdir: Path, datasets: list[str] | None) -> dict | None:
+def _marks(rdir: Path, datasets: list[str] | None, selection) -> dict | None:
     """Significance marks when per-user ranks of matrrec and a baseline exist, else None."""
     from matrrec_cli.errors import MatrrecError
     from matrrec_cli.experiments import significance as sig
 
     try:
-        return sig.marks(sig.significance(rdir, datasets))
+        return sig.marks(sig.significance(rdir, datasets, selection))
     except MatrrecError:
         return None
 
 
 @report_app.command("significance")
 def significance(
-    dataset: Annotated[list[str] | None, typer.Option(
-        help="Only these datasets (repeatable) \\[default: all with runs].")] = None,
-    results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
-    markdown: MarkdownOpt = False,
+    dataset: DatasetsOpt = None, results_dir: ResultsOpt = None, tag: TagOpt = None,
+    include_capped: CappedOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Paired tests of MaTrRec vs each baseline on the same test users (per-user ranks).
 
@@ -122,14 +136,10 @@ def significance(
     from rich.table import Table
 
     from matrrec_cli.experiments import significance as sig
-    from matrrec_cli.io import atomic_path
     from matrrec_cli.paths import results_dir as results_path
 
     rdir = results_path(results_dir)
-    df = sig.significance(rdir, dataset)
-    path = rdir / "significance.csv"
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+    df = sig.significance(rdir, dataset, _selection(tag, include_capped))
     table = Table(title="MaTrRec vs baselines: paired tests over test users "
                         f"(Benjamini-Hochberg corrected; significant: p_bh < {sig.ALPHA})")
     for col in ("dataset", "baseline", "metric", "test", "users", "matrrec", "baseline ",
@@ -141,22 +151,22 @@ def significance(
                       f"{r['ours']:.4f}", f"{r['base']:.4f}", f"{r['p']:.2e}",
                       f"{r['p_bh']:.2e}",
                       f"[bold]{r['better']} better[/]" if r["significant"] else "no")
-    show(table, markdown=markdown)
-    print(f"written {path}", file=sys.stderr)
+    show(table, markdown=markdown, json_rows=df if json_out else None)
+    save_csv(df, rdir / "significance.csv", output, key=["dataset"])
 
 
 @report_app.command("breakdown")
 def breakdown(
     dataset: Annotated[str, typer.Option(help="Dataset with finished runs.")],
-    results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
-    markdown: MarkdownOpt = False,
+    results_dir: ResultsOpt = None, tag: TagOpt = None, include_capped: CappedOpt = False,
+    output: OutputOpt = None, markdown: MarkdownOpt = False, json_out: JsonOpt = False,
     data_dir: Annotated[str | None, typer.Option(
         help="Data directory \\[default: the runs'].")] = None,
 ) -> None:
     """Cold-start breakdown: test Recall@10/NDCG@10 by history length and target popularity.
 
-    For every model with finished runs on the dataset. Writes results/breakdown_<dataset>.csv
-    and .png.
+    For every model with finished runs on the dataset (the runs Table 2 uses). Writes
+    results/breakdown_<dataset>.csv and .png (or --output and the PNG beside it).
 
     Example: matrrec report breakdown --dataset ml-100k
     """
@@ -164,16 +174,14 @@ def breakdown(
     from rich.table import Table
 
     from matrrec_cli.experiments import breakdown as bd
-    from matrrec_cli.io import atomic_path
     from matrrec_cli.paths import results_dir as results_path
 
     rdir = results_path(results_dir)
-    df = bd.breakdown(rdir, dataset, data_dir)
-    csv, png = rdir / f"breakdown_{dataset}.csv", rdir / f"breakdown_{dataset}.png"
-    with atomic_path(csv) as tmp:
-        df.to_csv(tmp, index=False)
+    df = bd.breakdown(rdir, dataset, data_dir, _selection(tag, include_capped))
+    csv = save_csv(df, rdir / f"breakdown_{dataset}.csv", output, key=["dataset"])
+    png = csv.with_suffix(".png")
     bd.plot(df, png)
-    console = Console()
+    console = Console(stderr=json_out)
     for by in ("history_length", "target_popularity"):
         sub = df[df["by"] == by]
         models = list(dict.fromkeys(sub["model"]))
@@ -190,19 +198,23 @@ def breakdown(
                 + f"{cells.loc[m, 'ndcg@10']:.4f} / {cells.loc[m, 'recall@10']:.4f}[/]"
                 for m in models))
         show(table, markdown=markdown, console=console)
-    print(f"written {csv} and {png}", file=sys.stderr)
+    if json_out:
+        show(Table(), json_rows=df)
+    print(f"written {png}", file=sys.stderr)
 
 
 @report_app.command("runs")
 def runs(
-    dataset: Annotated[list[str] | None, typer.Option(
-        help="Only these datasets (repeatable) \\[default: all with runs].")] = None,
-    results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
-    markdown: MarkdownOpt = False,
+    dataset: DatasetsOpt = None, results_dir: ResultsOpt = None, tag: TagOpt = None,
+    include_capped: CappedOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """The runs behind each Table 2 cell: settings, seeds, epochs, training wall, threads.
+    """The runs behind each Table 2 cell: which were chosen and why the others were not.
 
-    One row per dataset and model (the configuration Table 2 uses); writes results/runs.csv.
+    One row per candidate configuration of each dataset and model: chosen or why not (capped
+    by --epochs, more departures from the protocol, fewer seeds, made later), settings, seeds,
+    epochs, how each run ended, training wall, threads, device, git revision. Writes
+    results/runs.csv.
 
     Example: matrrec report runs --dataset ml-100k
     """
@@ -212,17 +224,17 @@ def runs(
     from matrrec_cli.train import report
 
     rdir = results_path(results_dir)
-    df = report.runs(rdir, dataset)
-    path = rdir / "runs.csv"
-    report.write_csv(df, path)
-    table = Table(title="Runs behind Table 2 (test metrics: mean over seeds; wall: training "
-                        "and evaluation per run)")
-    for col in df.columns:
+    df = report.runs(rdir, dataset, _selection(tag, include_capped))
+    table = Table(title="Runs behind Table 2, every candidate (test metrics: mean over seeds; "
+                        "wall: training and evaluation per run)")
+    shown = [c for c in df.columns if c != "run_dirs"]  # the CSV and --json keep the paths
+    for col in shown:
         table.add_column(col, justify="right" if df[col].dtype.kind in "fi" else "left")
-    for _, r in df.iterrows():
-        table.add_row(*("-" if v is None or v != v else str(v) for v in r))
-    show(table, markdown=markdown)
-    print(f"written {path}", file=sys.stderr)
+    for _, r in df[shown].iterrows():
+        table.add_row(*("-" if v is None or v != v else
+                        ("yes" if v is True else "no" if v is False else str(v)) for v in r))
+    show(table, markdown=markdown, json_rows=df if json_out else None)
+    save_csv(df, rdir / "runs.csv", output, key=["dataset"])
 
 
 def register(app: typer.Typer) -> None:

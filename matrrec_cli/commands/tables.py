@@ -7,8 +7,11 @@ pastes into a README or a paper draft; the Rich markup the commands use maps to 
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Annotated
+import sys
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +20,12 @@ from rich.text import Text
 
 MarkdownOpt = Annotated[bool, typer.Option(
     "--markdown", help="Print the table as GitHub Markdown (to stdout) instead of a Rich table.")]
+
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help="Print the table's rows as one JSON list on stdout (the table goes to stderr).")]
+OutputOpt = Annotated[Path | None, typer.Option(
+    "--output", help="Write the CSV here (only this table's rows) instead of the default file, "
+                     "where rows of other datasets and experiments are kept.")]
 
 _STYLES = (("bold", "**{}**"), ("underline", "<u>{}</u>"), ("dim", "*{}*"))
 
@@ -47,11 +56,41 @@ def to_markdown(table: Table) -> str:
 PIPE_WIDTH = 250
 
 
-def show(table: Table, *, markdown: bool = False, console: Console | None = None) -> None:
-    if markdown:
+def show(table: Table, *, markdown: bool = False, console: Console | None = None,
+         json_rows: Any = None) -> None:
+    """Print `table` (Rich, or Markdown on stdout); with `json_rows` (a DataFrame or a list of
+    dicts) the rows go to stdout as JSON and the table to stderr, so stdout stays parseable."""
+    if json_rows is not None:
+        rows = (json_rows.to_dict("records") if hasattr(json_rows, "to_dict") else json_rows)
+        print(json.dumps(rows, default=_plain, allow_nan=False))
+        console = Console(stderr=True)
+    elif markdown:
         print(to_markdown(table))
         return
     console = console or Console()
     if not console.is_terminal and console.width < PIPE_WIDTH:
         console.width = PIPE_WIDTH
     console.print(table)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and NaN as JSON values (NaN -> null)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    return str(value) if not isinstance(value, (int, float, bool)) else value
+
+
+def save_csv(df: Any, default: Path, output: Path | None, *, key: list[str] | None) -> Path:
+    """Write a command's table: to `output` as it is, else to `default`, merging by `key` —
+    rows of the file whose key this table also has are replaced, the others kept (so a table
+    of one dataset never erases another's rows). `key` None: the default file is about this
+    one table only (its name says what), and is written whole."""
+    from matrrec_cli.io import merge_csv, write_csv
+
+    path = output or default
+    if output is None and key is not None:
+        merge_csv(df, path, key=key)
+    else:
+        write_csv(df, path)
+    print(f"written {path}", file=sys.stderr)
+    return path

@@ -17,9 +17,8 @@ from matrrec_cli.commands.experiments import (
     SetOpt,
     cell_text,
     resolve_dirs,
-    write_csv,
 )
-from matrrec_cli.commands.tables import MarkdownOpt, show
+from matrrec_cli.commands.tables import JsonOpt, MarkdownOpt, OutputOpt, save_csv, show
 from matrrec_cli.errors import UsageError
 
 
@@ -29,49 +28,83 @@ def register(app: typer.Typer) -> None:
         dataset: Annotated[str, typer.Option(help="Prepared dataset.")],
         model: Annotated[str, typer.Option(help="Model name.")] = "matrrec",
         grid: Annotated[list[str] | None, typer.Option(
-            help="knob=v1,v2 replaces a knob's values; knob= drops it (repeatable). Knobs, in "
-                 "search order: objective, dropout, max_len, n_layers, lr, weight_decay.")] = None,
+            help="knob=v1,v2 replaces a knob's values (repeatable). Knobs, in search order: "
+                 "objective, dropout, max_len, n_layers, lr, weight_decay.")] = None,
+        knobs: Annotated[str | None, typer.Option(
+            help="Search only these knobs (comma list) \\[default: all].")] = None,
         seeds: SeedsOpt = None, seed: SeedOpt = None, epochs: EpochsOpt = None,
         final_seeds: Annotated[int, typer.Option(
             help="Seeds of the printed command that reproduces the winner.")] = 5,
         device: DeviceOpt = "auto", data_dir: DirOpt = None, results_dir: DirOpt = None,
-        markdown: MarkdownOpt = False,
+        markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         set_: SetOpt = None, retrain: RetrainOpt = False,
     ) -> None:
-        """Greedy search, one knob at a time, from the faithful settings; picks by valid
-        NDCG@10 only and prints the `matrrec train ... --set tag=tuned` command of the winner
-        (its runs show in Table 2 as "<model> (tuned)"). Writes results/tune_<dataset>_<model>.csv.
+        """Greedy search, one knob at a time, from the faithful settings (plus any --set); the
+        starting configuration is trained first and each knob's current value is always a
+        candidate. Picks by valid NDCG@10 only and prints the `matrrec train ... --set
+        tag=tuned` command of the winner, if one beat the start (its runs show in Table 2 as
+        "<model> (tuned)"). Writes results/tune_<dataset>_<model>.csv.
 
-        Example: matrrec tune --dataset musical --grid objective=all --grid lr=
+        Example: matrrec tune --dataset musical --knobs objective,lr --grid lr=3e-4,3e-3
         """
         from rich.table import Table
 
         from matrrec_cli.experiments import tune as tune_mod
-        from matrrec_cli.experiments.runner import RunResult, RunSpec, parse_seeds, run_all
+        from matrrec_cli.experiments.runner import (
+            RunResult,
+            RunSpec,
+            parse_seeds,
+            parse_values,
+            resolve_spec,
+            run_all,
+        )
 
-        knobs = tune_mod.parse_grid(grid or [])
-        if any(s.partition("=")[0].strip() in knobs for s in set_ or []):
+        space = tune_mod.parse_grid(grid or [],
+                                    parse_values(knobs, str) if knobs is not None else None)
+        if any(s.partition("=")[0].strip() in space for s in set_ or []):
             raise UsageError("a --set key is also a tuned knob; drop it from one of them")
         ddir, rdir = resolve_dirs(data_dir, results_dir)
         seed_list = parse_seeds(seeds, seed=seed)
+        base_cli, base_sets = {"epochs": epochs}, list(set_ or [])
+
+        def resolved(choice: dict) -> object:  # validates the spec before anything trains
+            spec = tune_mod.spec_for(dataset, model, choice, space, base_cli, base_sets)
+            return resolve_spec(spec, seed=seed_list[0], device=device, data_dir=ddir,
+                                results_dir=rdir)
+
+        start_cfg = resolved({})
+        start = {k: tune_mod.current_value(start_cfg, k) for k in space}
+        for knob in list(space):
+            if start[knob] is None:
+                raise UsageError(f"model {model!r} has no setting {knob}; leave it out with "
+                                 f"--knobs {','.join(k for k in space if k != knob)}")
+            for value in space[knob][1]:
+                resolved({knob: value})
 
         def run(spec: RunSpec) -> list[RunResult]:
             return run_all([spec], seed_list, device=device, data_dir=ddir, results_dir=rdir,
                            retrain=retrain)
 
-        best, rows = tune_mod.search(dataset, model, knobs, run, base_cli={"epochs": epochs},
-                                     base_sets=list(set_ or []))
+        best, rows = tune_mod.search(dataset, model, space, run, base_cli=base_cli,
+                                     base_sets=base_sets, start=start)
         import pandas as pd
 
-        write_csv(pd.DataFrame(rows), rdir / f"tune_{dataset}_{model}.csv")
-        table = Table(title=f"{model} on {dataset}: search by valid NDCG@10 (test shown, "
-                            "never used)")
-        for col in ("knob", "value", "valid ndcg@10", "test ndcg@10", "kept"):
+        df = pd.DataFrame(rows)
+        table = Table(title=f"{model} on {dataset}: search by valid NDCG@10 from the starting "
+                            "configuration (test shown, never used)")
+        for col in ("knob", "value", "valid ndcg@10", "test ndcg@10", "held", "kept"):
             table.add_column(col, justify="left" if col == "knob" else "right")
         for r in rows:
             table.add_row(r["knob"], str(r["value"]),
                           cell_text(r["valid_ndcg@10"], None, bold=r["kept"]),
-                          f"{r['test_ndcg@10']:.4f}", "yes" if r["kept"] else "")
-        show(table, markdown=markdown)
-        print(tune_mod.command(dataset, model, best, knobs, list(set_ or []), final_seeds))
+                          f"{r['test_ndcg@10']:.4f}", "yes" if r["held"] else "",
+                          "yes" if r["kept"] else "")
+        show(table, markdown=markdown, json_rows=df if json_out else None)
+        save_csv(df, rdir / f"tune_{dataset}_{model}.csv", output, key=None)
+        if not best:
+            print("no candidate beat the starting configuration on validation: nothing to "
+                  "tune, no command printed", file=sys.stderr)
+            return
+        print(tune_mod.command(dataset, model, best, space, base_sets, final_seeds),
+              file=sys.stderr if json_out else sys.stdout)
         print("run it to get the tuned column of matrrec report table2", file=sys.stderr)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.train import runs
+from matrrec_cli.train.report import Selection
 
 ALPHA = 0.01
 OURS = "matrrec"
@@ -90,13 +91,15 @@ def _seed_first(members: list[tuple[Path, dict, dict]], shared: list[int]) -> li
     return [r for r, c, _ in sorted(members, key=lambda m: m[1]["seed"] != key)]
 
 
-def significance(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataFrame:
-    """Every (dataset, baseline, metric, test) with raw and BH-corrected p and the verdict."""
+def significance(results_dir: str | Path, datasets: list[str] | None = None,
+                 selection: Selection | None = None) -> pd.DataFrame:
+    """Every (dataset, baseline, metric, test) with raw and BH-corrected p and the verdict, over
+    the runs Table 2 uses (`selection`, see report.candidates)."""
     from scipy import stats
 
     from matrrec_cli.train.report import chosen_runs
 
-    chosen = chosen_runs(results_dir, datasets)
+    chosen = chosen_runs(results_dir, datasets, selection=selection)
     cache: dict[Path, pd.Series] = {}
 
     def ranks(run: Path) -> pd.Series:  # MaTrRec's runs pair with every baseline: read once

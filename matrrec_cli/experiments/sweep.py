@@ -35,14 +35,23 @@ def specs(param: str, values: list[Any], datasets: list[str], model: str,
                     sets=tuple(sets)) for ds in datasets for v in values]
 
 
+def file_stem(param: str, datasets: list[str], model: str, sets: list[str]) -> str:
+    """What a sweep's files are about: `<param>_<datasets>_<model>[_<tag>]`, so sweeps of other
+    datasets, models or recipes never overwrite each other's CSV and figure."""
+    tag = next((v.partition("=")[2] for v in reversed(sets) if v.startswith("tag=")), "")
+    return "_".join([param.replace("-", "_"), "+".join(datasets), model, *([tag] if tag else [])])
+
+
 def frame(param: str, results: list[RunResult]) -> pd.DataFrame:
     df = pd.DataFrame(summarise(results, METRICS))
     df.insert(2, param, [PARAMS[param][1](x) for x in df.pop("label")])
     return df
 
 
-def plot(param: str, df: pd.DataFrame, path: Path) -> None:
-    """Recall@10 and NDCG@10 against the swept value, one line per dataset (PNG, no display)."""
+def plot(param: str, df: pd.DataFrame, path: Path, *, default: Any = None) -> None:
+    """Recall@10 and NDCG@10 against the swept value, one line per dataset and model, mean ± std
+    over seeds as error bars (PNG, no display); the title names datasets and models, and a
+    dotted line marks the `default` value."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on servers and CI
@@ -59,9 +68,15 @@ def plot(param: str, df: pd.DataFrame, path: Path) -> None:
                         label=ds if df["model"].nunique() == 1 else f"{ds} / {model}")
         ax.set_xlabel(param)
         ax.set_ylabel(metric)
+        if default is not None:
+            ax.axvline(default, color="grey", linestyle=":", linewidth=1)
         ax.set_title(f"{metric} vs {param}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    seeds = int(df["n_seeds"].max())
+    models, datasets = (", ".join(dict.fromkeys(df[c])) for c in ("model", "dataset"))
+    fig.suptitle(f"{models} on {datasets} ({seeds} seed{'s' if seeds > 1 else ''} per point)",
+                 fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

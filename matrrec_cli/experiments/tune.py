@@ -1,10 +1,13 @@
 """Search for a better recipe than the paper's, chosen on the validation split only.
 
-Coordinate search from the faithful configuration: for each knob in turn, train every value
-with the other knobs at the best found so far, and keep the value with the highest mean valid
-NDCG@10 over the tuning seeds (a tie keeps the value already held). Test metrics are carried
-only to be reported; they never take part in a choice. The winner is printed as the exact
-`matrrec train` command, tagged so that Table 2 shows it as its own column, "<model> (tuned)".
+Coordinate search from the starting configuration (the faithful one, plus any `--set` given):
+the start is trained first, and each knob's current value is always one of its candidates, so
+nothing is chosen that was not compared with where the search began. For each knob in turn,
+train every value with the other knobs at the best found so far, and keep the value with the
+highest mean valid NDCG@10 over the tuning seeds (a tie keeps the value already held). Test
+metrics are carried only to be reported; they never take part in a choice. The winner is
+printed as the exact `matrrec train` command, tagged so that Table 2 shows it as its own column,
+"<model> (tuned)".
 """
 
 from __future__ import annotations
@@ -28,12 +31,19 @@ KNOBS: dict[str, tuple[str, tuple[Any, ...]]] = {
 }
 
 
-def parse_grid(pairs: list[str]) -> dict[str, tuple[str, tuple[Any, ...]]]:
-    """`--grid knob=v1,v2` overrides (repeatable); a knob absent from every pair keeps its
-    default values. An empty value list (`--grid lr=`) leaves the knob out of the search."""
-    grid = dict(KNOBS)
+def parse_grid(pairs: list[str], knobs: list[str] | None = None
+               ) -> dict[str, tuple[str, tuple[Any, ...]]]:
+    """`--grid knob=v1,v2` replaces a knob's values (repeatable); `knobs` (`--knobs a,b`) limits
+    the search to those knobs, in search order. A knob never gets an empty list of values: that
+    would be a search that measures nothing."""
+    names = list(KNOBS) if knobs is None else knobs
+    for knob in names:
+        if knob not in KNOBS:
+            raise UsageError(f"--knobs {knob!r}: choose from {', '.join(KNOBS)}")
+    grid = {k: KNOBS[k] for k in KNOBS if k in names}
     for pair in pairs:
         knob, sep, raw = pair.partition("=")
+        knob = knob.strip().replace("-", "_")
         if not sep or knob not in KNOBS:
             raise UsageError(f"--grid {pair!r}: expected knob=v1,v2 with knob one of "
                              f"{', '.join(KNOBS)}")
@@ -42,11 +52,22 @@ def parse_grid(pairs: list[str]) -> dict[str, tuple[str, tuple[Any, ...]]]:
             values = tuple(type(defaults[0])(v.strip()) for v in raw.split(",") if v.strip())
         except ValueError:
             raise UsageError(f"--grid {pair!r}: values must be like {defaults[0]!r}") from None
-        if values:
-            grid[knob] = (kind, values)
-        else:
-            grid.pop(knob)
+        if not values:
+            raise UsageError(f"--grid {pair!r} gives {knob} no values; list at least one, or "
+                             f"search other knobs only with --knobs")
+        if knob not in grid:
+            raise UsageError(f"--grid {knob}: not among --knobs {', '.join(names)}")
+        grid[knob] = (kind, values)
+    if not grid:
+        raise UsageError("no knob to search; --knobs lists none")
     return grid
+
+
+def current_value(cfg: Any, knob: str) -> Any:
+    """The value `knob` has in a resolved TrainConfig (None: the model has no such setting)."""
+    if knob in cfg.model_config:
+        return cfg.model_config[knob]
+    return getattr(cfg, knob, None)
 
 
 def spec_for(dataset: str, model: str, choice: dict[str, Any],
@@ -70,28 +91,41 @@ def _mean(results: list[RunResult], split: str) -> float:
 
 def search(dataset: str, model: str, grid: dict[str, tuple[str, tuple[Any, ...]]],
            run: Callable[[RunSpec], list[RunResult]], *, base_cli: dict[str, Any],
-           base_sets: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The chosen knob values and one row per trained candidate (knob, value, valid and test
-    mean, kept). `run` trains (or reuses) a spec over the tuning seeds."""
+           base_sets: list[str], start: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                list[dict[str, Any]]]:
+    """The chosen knob values (only those that moved from `start`) and one row per candidate
+    (knob, value, valid and test mean, whether it is the value held before, kept). `start` holds
+    each knob's value in the starting configuration; `run` trains (or reuses) a spec over the
+    tuning seeds. The starting configuration is measured first, and each knob's held value is
+    a candidate (its runs are the incumbent's, reused)."""
     best: dict[str, Any] = {}
-    best_valid: float | None = None
     rows: list[dict[str, Any]] = []
+
+    def measure(knob: str, value: Any, choice: dict[str, Any], held: bool) -> float:
+        spec = spec_for(dataset, model, choice, grid, base_cli, base_sets)
+        results = run(spec)
+        valid, test = _mean(results, "valid"), _mean(results, "test")
+        rows.append({"knob": knob, "value": value, "valid_" + SCORE: round(valid, 4),
+                     "test_" + SCORE: round(test, 4), "seeds": len(results),
+                     "config": spec.label, "held": held, "kept": held})
+        return valid
+
+    best_valid = measure("start", "-", {}, True)
     for knob, (_, values) in grid.items():
-        kept = None
+        held = start[knob]
+        first = len(rows)
+        measure(knob, held, dict(best), True)  # the incumbent: the same runs, reused
+        kept = held
         for value in values:
-            spec = spec_for(dataset, model, {**best, knob: value}, grid, base_cli, base_sets)
-            results = run(spec)
-            valid, test = _mean(results, "valid"), _mean(results, "test")
-            rows.append({"knob": knob, "value": value, "valid_" + SCORE: round(valid, 4),
-                         "test_" + SCORE: round(test, 4), "seeds": len(results),
-                         "config": spec.label})
-            if best_valid is None or valid > best_valid:
+            if value == held:
+                continue
+            valid = measure(knob, value, {**best, knob: value}, False)
+            if valid > best_valid:
                 best_valid, kept = valid, value
-        if kept is not None:  # else no value beat the best so far: the knob stays as it was
+        if kept != held:
             best[knob] = kept
-        for row in rows:
-            if row["knob"] == knob:
-                row["kept"] = kept is not None and row["value"] == kept
+        for row in rows[first:]:
+            row["kept"] = row["value"] == kept
     return best, rows
 
 

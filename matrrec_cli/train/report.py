@@ -7,14 +7,17 @@ MaTrRec's relative gain over SASRec and over Mamba4Rec, as the paper's last two 
 paper has the dataset, its value sits beside each cell (`<model>_paper`), and `<model>_outside_2std`
 says whether our mean lies more than two of our standard deviations from it.
 
-Where a (dataset, model) has runs of several configurations, the one closest to the protocol (then
-with the most seeds, then the newest) is used; the settings of every cell (preset, objective,
-max_len, seeds) are listed too.
-Runs with a `tag` (e.g. `--set tag=tuned`) form their own column, "matrrec (tuned)".
+Which runs fill a cell (`Selection`, `candidates`): only runs that ended by their stopping rule,
+never one cut short by an `--epochs` cap unless asked for (`--include-capped`, or by its tag);
+among the configurations left, the one closest to the protocol, then with the most seeds, then
+the one made first, so a later run of an equal configuration never moves a cell. `report runs`
+lists every candidate with whether it was chosen and why not. Runs with a `tag` (e.g.
+`--set tag=tuned`) form their own column, "matrrec (tuned)".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -26,7 +29,7 @@ from matrrec_cli.data.registry import training_defaults
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.experiments import paper
 from matrrec_cli.train.config import comparable
-from matrrec_cli.train.runs import ENV, HISTORY, finished_runs, read_json
+from matrrec_cli.train.runs import CAPPED, ENV, HISTORY, finished_runs, read_json, stop_reason
 
 MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "core",
                "mamba4rec", "matrrec")  # Table 2's columns (a)..(i)
@@ -47,51 +50,136 @@ def _seedless_key(cfg: dict[str, Any]) -> str:
 Members = list[tuple[Path, dict, dict]]
 
 
-def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
-                models: list[str] | None = None) -> dict[tuple[str, str], Members]:
-    """(dataset, model) -> the (run dir, config, metrics) of each seed of the configuration that
-    departs least from the protocol, then has the most seeds, then the newest run (_priority):
-    what every report uses for that cell."""
-    groups: dict[tuple[str, str, str], list[tuple[Path, dict, dict]]] = {}
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which finished runs a table may use.
+
+    By default only runs that ended by their stopping rule (early stopping, or the whole epoch
+    budget of the protocol): a run cut short by an `--epochs` cap is a smoke test, not a result.
+    `tags` names recipes (`--set tag=NAME`): only those tagged columns are shown, and their runs
+    count even when capped, since the user asked for them by name. `include_capped` admits
+    every capped run (work in progress)."""
+
+    tags: tuple[str, ...] | None = None
+    include_capped: bool = False
+
+    def admits(self, cfg: dict[str, Any], metrics: dict[str, Any]) -> str | None:
+        """None when the run may be used, else why not."""
+        tag = cfg.get("tag") or ""
+        if tag and self.tags is not None and tag not in self.tags:
+            return f"tag {tag!r} not asked for (--tag)"
+        if self.include_capped or (tag and self.tags is not None):
+            return None
+        if stop_reason(cfg, metrics) == CAPPED:
+            return (f"capped by --epochs {cfg.get('epochs')} before early stopping "
+                    "(--include-capped, or name its tag with --tag)")
+        return None
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One configuration's finished runs for a Table 2 cell, and whether the cell uses them."""
+
+    dataset: str
+    name: str  # the column: model, or "model (tag)"
+    members: Members  # one run per seed, the newest where a seed ran twice
+    departures: list[str]
+    chosen: bool = False
+    why: str = ""
+
+
+def candidates(results_dir: str | Path, datasets: list[str] | None = None,
+               models: list[str] | None = None,
+               selection: Selection | None = None) -> list[Candidate]:
+    """Every configuration with finished runs, ranked per cell: the chosen one first departs
+    least from the protocol (_departures), then has the most seeds, then was made first (so a
+    later run of an equally ranked configuration never moves a cell). Runs the selection leaves
+    out become candidates with the reason; they are never chosen."""
+    selection = selection or Selection()
+    groups: dict[tuple[str, str, str], Members] = {}
+    left_out: list[Candidate] = []
     for run, cfg, metrics in finished_runs(results_dir):
         if datasets and cfg["dataset"] not in datasets:
             continue
         if models and cfg["model"] not in models:
             continue
         name = cfg["model"] + (f" ({cfg['tag']})" if cfg.get("tag") else "")  # tagged recipe
+        why = selection.admits(cfg, metrics)
+        if why is not None:
+            left_out.append(Candidate(cfg["dataset"], name, [(run, cfg, metrics)], [], why=why))
+            continue
         groups.setdefault((cfg["dataset"], name, _seedless_key(cfg)), []).append(
             (run, cfg, metrics))
-    chosen: dict[tuple[str, str], tuple[tuple[int, int, str], Members]] = {}
-    for (ds, model, _), members in groups.items():
+    ranked: dict[tuple[str, str], list[tuple[tuple[int, int, str], Candidate]]] = {}
+    for (ds, name, _), members in groups.items():
         by_seed = {cfg["seed"]: (run, cfg, m) for run, cfg, m in sorted(members)}  # newest wins
-        cand = list(by_seed.values())
-        rank = _priority(cand)
-        if (ds, model) not in chosen or rank > chosen[(ds, model)][0]:
-            chosen[(ds, model)] = rank, cand
-    return {key: members for key, (_, members) in chosen.items()}
+        cand = Candidate(ds, name, list(by_seed.values()), _departures(list(by_seed.values())))
+        first_made = min(r.name for r, _, _ in cand.members)
+        ranked.setdefault((ds, name), []).append(
+            ((len(cand.departures), -len(cand.members), first_made), cand))
+    out: list[Candidate] = []
+    for items in ranked.values():
+        items.sort(key=lambda item: item[0])
+        (best_key, best), rest = items[0], items[1:]
+        best.chosen, best.why = True, "chosen"
+        out.append(best)
+        for key, cand in rest:
+            cand.why = (f"departs more from the protocol ({', '.join(cand.departures)})"
+                        if key[0] > best_key[0] else
+                        f"fewer seeds ({len(cand.members)} < {len(best.members)})"
+                        if key[1] > best_key[1] else
+                        "an equally ranked configuration was made first (tag this one to "
+                        "show it as its own column)")
+            out.append(cand)
+    return out + left_out
 
 
-def _priority(members: list[tuple[Path, dict, dict]]) -> tuple[int, int, str]:
-    """Prefer the model as the preset and the protocol define it, then more seeds, then the
-    newest run. Each departure counts once: an ablation or trainer `--set` (lr,
-    bucket_by_length, ...; the speed options of SPEED_KEYS, eval_batch_size and tag do not
-    count), a max_len or dropout other than the dataset's (datasets.toml, or the imported
-    dataset's meta.json), a non-prefix objective. Fewer departures win, so with only `all`
-    runs at hand the one at the dataset's own max_len is used."""
+def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
+                models: list[str] | None = None,
+                selection: Selection | None = None) -> dict[tuple[str, str], Members]:
+    """(dataset, column) -> the (run dir, config, metrics) of each seed of the chosen
+    configuration (`candidates`): what every report uses for that cell."""
+    return {(c.dataset, c.name): c.members
+            for c in candidates(results_dir, datasets, models, selection) if c.chosen}
+
+
+def _departures(members: Members) -> list[str]:
+    """How the configuration departs from the model as the preset and the protocol define it.
+    Each departure counts once: an ablation or trainer `--set` (lr, bucket_by_length, ...; the
+    speed options of SPEED_KEYS, eval_batch_size and tag do not count), a max_len or dropout
+    other than the dataset's (datasets.toml, or the imported dataset's meta.json), a non-prefix
+    objective. Fewer departures win, so with only `all` runs at hand the one at the dataset's
+    own max_len is used."""
     cfg = members[0][1]
     src = cfg.get("sources", {})
-    departures = sum(v.endswith("--set") and k.removeprefix("model.") not in SPEED_KEYS
-                     and k not in ("eval_batch_size", "tag") for k, v in src.items())
+    out = [k.removeprefix("model.") for k, v in src.items()
+           if v.endswith("--set") and k.removeprefix("model.") not in SPEED_KEYS
+           and k not in ("eval_batch_size", "tag")]
     own = training_defaults(cfg["dataset"], cfg.get("data_dir"))
-    departures += src.get("max_len") == "command line" and cfg.get("max_len") != own.max_len
-    departures += src.get("dropout") == "command line" and cfg.get("dropout") != own.dropout
-    departures += cfg.get("objective", "prefix") != "prefix"
-    return -departures, len(members), max(r.name for r, _, _ in members)
+    if src.get("max_len") == "command line" and cfg.get("max_len") != own.max_len:
+        out.append(f"max_len {cfg.get('max_len')}")
+    if src.get("dropout") == "command line" and cfg.get("dropout") != own.dropout:
+        out.append(f"dropout {cfg.get('dropout')}")
+    if cfg.get("objective", "prefix") != "prefix":
+        out.append(f"objective {cfg.get('objective')}")
+    return out
 
 
-def collect(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataFrame:
+def no_runs_error(results_dir: str | Path, datasets: list[str] | None,
+                  selection: Selection | None) -> MatrrecError:
+    """The error for an empty table, saying which runs were left out and how to admit them."""
+    left = [c for c in candidates(results_dir, datasets, None, selection) if not c.chosen]
+    root = Path(results_dir) / "runs"
+    if not left:
+        return MatrrecError(f"no finished runs under {root}; run matrrec train first")
+    return MatrrecError(f"no finished run under {root} qualifies: {len(left)} left out, e.g. "
+                        f"{left[0].members[0][0]}: {left[0].why}")
+
+
+def collect(results_dir: str | Path, datasets: list[str] | None = None,
+            selection: Selection | None = None) -> pd.DataFrame:
     """One row per (dataset, model, metric): mean, std, seeds and settings of the chosen config."""
-    chosen = chosen_runs(results_dir, datasets)
+    chosen = chosen_runs(results_dir, datasets, selection=selection)
     rows = []
     for (ds, model), members in chosen.items():
         cfg = members[0][1]
@@ -107,8 +195,7 @@ def collect(results_dir: str | Path, datasets: list[str] | None = None) -> pd.Da
                 "max_len": cfg["max_len"], "epochs_cap": cfg["epochs"],
             })
     if not rows:
-        raise MatrrecError(f"no finished runs under {Path(results_dir) / 'runs'}; "
-                           "run matrrec train first")
+        raise no_runs_error(results_dir, datasets, selection)
     return pd.DataFrame(rows)
 
 
@@ -163,13 +250,6 @@ def _gain(ours: float | None, base: float | None) -> float | None:
     return round(100 * (ours - base) / base, 2) if ours is not None and base else None
 
 
-def write_csv(wide: pd.DataFrame, path: Path) -> None:
-    from matrrec_cli.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        wide.to_csv(tmp, index=False)
-
-
 def _joined(values: list[Any]) -> str:
     return " ".join("?" if v is None else str(v) for v in values)  # "?" = not recorded
 
@@ -182,15 +262,16 @@ def _epoch_seconds(run: Path) -> list[float]:
     return [json.loads(line)["seconds"] for line in path.read_text().splitlines() if line]
 
 
-def runs(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataFrame:
-    """The runs behind each Table 2 cell, one row per (dataset, model): settings, seeds, epochs
-    (best), training wall and where it ran (threads, device, git revision) next to the test
-    metrics, so a cell's cost and provenance are one command away. `epoch_s_median` (training +
-    validation, median over every epoch of every seed) is robust to a stretch shared with
-    another job; wall / epochs is not."""
+def runs(results_dir: str | Path, datasets: list[str] | None = None,
+         selection: Selection | None = None) -> pd.DataFrame:
+    """Every candidate configuration of every Table 2 cell, one row each: whether the cell uses
+    it and why not, settings, seeds, epochs (best), how each run ended, training wall and where
+    it ran (threads, device, git revision) next to the test metrics, so a cell's cost and
+    provenance are one command away. `epoch_s_median` (training + validation, median over every
+    epoch of every seed) is robust to a stretch shared with another job; wall / epochs is not."""
     rows = []
-    for (ds, model), members in chosen_runs(results_dir, datasets).items():
-        members = sorted(members, key=lambda member: member[1]["seed"])
+    for cand in candidates(results_dir, datasets, selection=selection):
+        members = sorted(cand.members, key=lambda member: member[1]["seed"])
         cfg = members[0][1]
         metrics = [m for _, _, m in members]
         envs = [read_json(run / ENV) if (run / ENV).exists() else {} for run, _, _ in members]
@@ -198,11 +279,14 @@ def runs(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataF
                  if m.get("wall_seconds") and m.get("epochs")]
         seconds = [s for run, _, _ in members for s in _epoch_seconds(run)]
         rows.append({
-            "dataset": ds, "model": model, "preset": cfg["preset"],
+            "dataset": cand.dataset, "model": cand.name, "chosen": cand.chosen,
+            "why": cand.why, "preset": cfg["preset"],
             "objective": cfg["objective"], "max_len": cfg["max_len"],
             "seeds": _joined([c["seed"] for _, c, _ in members]),
             "epochs": _joined([m.get("epochs") for m in metrics]),
             "best_epoch": _joined([m.get("best_epoch") for m in metrics]),
+            "ended_by": _joined(list(dict.fromkeys(
+                stop_reason(c, m).replace(" ", "_") for _, c, m in members))),
             "wall_s_mean": round(statistics.fmean(w for w, _ in known), 1) if known else None,
             "epoch_s_median": round(statistics.median(seconds), 2) if seconds else None,
             **{key: _joined(list(dict.fromkeys(e.get(field) for e in envs)))
@@ -210,11 +294,12 @@ def runs(results_dir: str | Path, datasets: list[str] | None = None) -> pd.DataF
                                   ("git", "git_revision"))},
             **{f"test_{k}": round(statistics.fmean(m["test"][k] for m in metrics), 4)
                for k in ("recall@10", "ndcg@10")},
+            "run_dirs": " ".join(str(r) for r, _, _ in members),
         })
     if not rows:
-        raise MatrrecError(f"no finished runs under {Path(results_dir) / 'runs'}; "
-                           "run matrrec train first")
+        raise no_runs_error(results_dir, datasets, selection)
     order = {m: i for i, m in enumerate(model_order([r["model"] for r in rows]))}
     return pd.DataFrame(rows).sort_values(
-        ["dataset", "model"], key=lambda s: s.map(order) if s.name == "model" else s,
+        ["dataset", "model", "chosen"],
+        key=lambda s: s.map(order) if s.name == "model" else (~s if s.name == "chosen" else s),
         ignore_index=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from matrrec_cli.errors import MatrrecError
-from matrrec_cli.train.config import TrainConfig
+from matrrec_cli.train.config import TRAINER_DEFAULTS, TrainConfig
 
 CONFIG, METRICS, HISTORY, RANKS, ENV = (
     "config.json", "metrics.json", "history.jsonl", "ranks.parquet", "env.json",
@@ -140,3 +140,30 @@ def finished_runs(results_dir: str | Path) -> list[tuple[Path, dict[str, Any], d
         run = metrics_path.parent
         out.append((run, read_json(run / CONFIG), read_json(metrics_path)))
     return out
+
+
+EARLY, BUDGET, CAPPED, COUNTED = "early stopping", "epoch budget", "epochs cap", "counted"
+PROTOCOL_EPOCHS = TRAINER_DEFAULTS["epochs"]  # RecBole's budget; fewer is a cap
+
+
+def stop_reason(cfg: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """How a finished run ended: early stopping; the protocol's whole epoch budget (or more);
+    a budget cut below the protocol's by `--epochs` before early stopping (a smoke run, not a
+    result); or counted (no training). New records store it (metrics.json `stop_reason`); older
+    ones are read from their config and metrics."""
+    if metrics.get("stop_reason"):
+        return metrics["stop_reason"]
+    if metrics.get("stopped_early"):
+        return EARLY
+    if metrics.get("counted") or not _trainable(cfg.get("model", "")):
+        return COUNTED
+    return CAPPED if int(cfg.get("epochs", PROTOCOL_EPOCHS)) < PROTOCOL_EPOCHS else BUDGET
+
+
+def _trainable(model: str) -> bool:
+    from matrrec_cli.models import get_model_class
+
+    try:
+        return bool(get_model_class(model).trainable)
+    except MatrrecError:  # a model no longer registered: judge it as a trained one
+        return True

@@ -269,6 +269,8 @@ def write_results(
         "valid": rounded(valid.metrics), "test": rounded(test.metrics),
         "valid_full": valid.metrics, "test_full": test.metrics,
         "best_epoch": es["best_epoch"], "epochs": len(history), "stopped_early": stopped,
+        "stop_reason": runs.stop_reason(cfg.to_dict(), {"stopped_early": stopped,
+                                                        "counted": not model.trainable}),
         "wall_seconds": round(elapsed, 3), "objective": cfg.objective, "preset": cfg.preset,
         "dataset": cfg.dataset, "model": cfg.model, "seed": cfg.seed,
         "config_hash": cfg.config_hash(), "n_users": len(valid.users),
