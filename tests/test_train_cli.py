@@ -207,3 +207,25 @@ def test_late_keys_at_their_defaults_keep_older_config_hashes() -> None:
     for model in ("nextitnet", "sine"):  # they read their padding: trimming would change them
         with pytest.raises(UsageError, match="bucket_by_length"):
             resolve(dataset="ml-100k", model=model, cli={}, sets=["bucket_by_length=true"])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_honour_the_umask(fake_data, capsys, tmp_path: Path, umask: int) -> None:
+    """Run files written through the atomic helper get 0666 less the umask, as a plain open()
+    would (mkstemp alone makes them 0600, unreadable to a group sharing the results)."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        res = _train(capsys, tmp_path)
+        with pytest.raises(SystemExit):
+            main(["report", "table2", "--results-dir", str(tmp_path), "--include-capped"])
+    finally:
+        os.umask(old)
+    run_dir = Path(res["run_dir"])
+    files = [run_dir / n for n in (runs.CONFIG, runs.ENV, runs.METRICS, runs.HISTORY, runs.RANKS,
+                                   runs.LAST, runs.BEST)] + [tmp_path / "table2_overall.csv"]
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert not list(run_dir.glob(".*.tmp"))

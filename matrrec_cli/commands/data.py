@@ -1,21 +1,22 @@
-"""`matrrec download`, `matrrec prepare`, `matrrec stats`: raw dump -> Parquet -> Table 1."""
+"""`matrrec download`, `matrrec import`, `matrrec stats`: raw dump -> Parquet -> Table 1."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
+from matrrec_cli.commands.tables import JsonOpt, MarkdownOpt, OutputOpt, save_csv, show
 from matrrec_cli.errors import UsageError
 
 DataDir = Annotated[str | None, typer.Option("--data-dir", help="Data directory "
                                              "(default $MATRREC_DATA_DIR or ./data).")]
-Order = Annotated[str, typer.Option("--timestamp-order", help="exact: sort by (user, timestamp, "
-                                    "file row); recbole: float32 timestamps as RecBole (64-s "
-                                    "steps on ML-1M).")]
+Order = Annotated[Literal["exact", "recbole"], typer.Option(
+    "--timestamp-order", help="exact: sort by (user, timestamp, file row); recbole: float32 "
+                              "timestamps as RecBole (64-s steps on ML-1M).")]
 
 
 def _order(value: str) -> str:
@@ -72,7 +73,7 @@ def register(app: typer.Typer) -> None:
     def import_(
         name: Annotated[str, typer.Argument(help="Name for the dataset (not a registered one).")],
         from_file: Annotated[Path, typer.Option(help="The file to import.")],
-        format_: Annotated[str, typer.Option(
+        format_: Annotated[Literal["table", "inter", "seq", "pairs"], typer.Option(
             "--format", help="table (CSV/TSV/Parquet), inter (RecBole), seq (user i1 i2 ...), "
                              "pairs (user item, grouped by user).")],
         kcore: Annotated[int, typer.Option(
@@ -112,17 +113,16 @@ def register(app: typer.Typer) -> None:
                                                           "default: every prepared one.")] = None,
         data_dir: DataDir = None,
         results_dir: Annotated[str | None, typer.Option("--results-dir")] = None,
+        markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
     ) -> None:
         """Dataset statistics beside the paper's Table 1; writes results/table1_datasets.csv.
 
         Example: matrrec stats --dataset ml-100k --dataset musical
         """
-        from rich.console import Console
         from rich.table import Table
 
         from matrrec_cli.data.registry import dataset_names
         from matrrec_cli.data.stats import stats_table
-        from matrrec_cli.io import atomic_path
         from matrrec_cli.paths import data_dir as resolve
         from matrrec_cli.paths import results_dir as resolve_results
 
@@ -134,9 +134,6 @@ def register(app: typer.Typer) -> None:
         if not names:
             raise UsageError(f"no prepared dataset in {root}; run `matrrec download ml-100k`")
         df = stats_table(names, root)
-        out = resolve_results(results_dir) / "table1_datasets.csv"
-        with atomic_path(out) as tmp:
-            df.to_csv(tmp, index=False)
         table = Table(title="Table 1 (ours | paper; paper Amazon counts include the padding id)")
         for col in ("Dataset", "#Users", "#Items", "#Inter", "Avg.Len_U", "Avg.Len_I", "Sparsity"):
             table.add_column(col, justify="right")
@@ -152,5 +149,6 @@ def register(app: typer.Typer) -> None:
             table.add_row(r["dataset"], pair(r, "users"), pair(r, "items"), pair(r, "inter"),
                           pair(r, "avg_len_u", "{:.1f}"), pair(r, "avg_len_i", "{:.1f}"),
                           pair(r, "sparsity", "{:.2f}%"))
-        Console().print(table)
-        print(f"wrote {out}", file=sys.stderr)
+        show(table, markdown=markdown, json_rows=df if json_out else None)
+        save_csv(df, resolve_results(results_dir) / "table1_datasets.csv", output,
+                 key=["dataset"])

@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from matrrec_cli.commands.tables import JsonOpt, MarkdownOpt, OutputOpt, save_csv, show
+from matrrec_cli.commands.tables import (
+    DeviceOpt,
+    JsonOpt,
+    MarkdownOpt,
+    ObjectiveOpt,
+    OutputOpt,
+    Preset,
+    PresetOpt,
+    save_csv,
+    show,
+)
 from matrrec_cli.errors import UsageError
 
 DatasetOpt = Annotated[list[str] | None, typer.Option(
@@ -20,9 +30,6 @@ SeedsOpt = Annotated[str | None, typer.Option(
     help="Seeds: a count K (seed..seed+K-1) or a list 2020,2021 \\[default: one].")]
 SeedOpt = Annotated[int | None, typer.Option(help="First seed for --seeds K \\[default: 2020].")]
 EpochsOpt = Annotated[int | None, typer.Option(help="Maximum epochs \\[default: 300].")]
-ObjectiveOpt = Annotated[str | None, typer.Option(help="prefix (faithful) or all.")]
-PresetOpt = Annotated[str | None, typer.Option(help="paper or recbole.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 DirOpt = Annotated[str | None, typer.Option(help="Directory \\[default: ./data, ./results].")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="key=value for a model or trainer setting (repeatable).")]
@@ -134,7 +141,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def sweep(
-        param: Annotated[str, typer.Argument(help="dropout or max-len.")],
+        param: Annotated[Literal["dropout", "max_len", "max-len"], typer.Argument(
+            help="The setting to sweep (max-len: the older spelling of max_len).")],
         values: Annotated[str, typer.Argument(help="Comma list, e.g. 0.1,0.2,0.3.")],
         dataset: DatasetOpt = None,
         model: Annotated[str, typer.Option(help="Model name.")] = "matrrec",
@@ -160,6 +168,7 @@ def register(app: typer.Typer) -> None:
         from matrrec_cli.experiments.runner import parse_seeds, run_all
 
         datasets = _need(dataset)
+        param = sweep_mod.canonical(param)
         _, vals = sweep_mod.parse(param, values)
         ddir, rdir = resolve_dirs(data_dir, results_dir)
         cli = {"epochs": epochs, "objective": objective, "preset": preset, "max_len": max_len,
@@ -193,14 +202,16 @@ def register(app: typer.Typer) -> None:
             help="Random data with this dataset's Table 1 statistics (repeatable).")] = None,
         max_len: Annotated[str | None, typer.Option(
             help="Table 4: MaTrRec at these lengths, e.g. 10,30,50,70.")] = None,
-        models: Annotated[str | None, typer.Option(
-            help="Table 5: these models (comma list or 'all') at the dataset's L.")] = None,
+        model: Annotated[list[str] | None, typer.Option(
+            "--model", help="Table 5: these models (repeatable or a comma list; 'all') at the "
+                            "dataset's L.")] = None,
+        models_alias: Annotated[str | None, typer.Option("--models", hidden=True)] = None,
         device: DeviceOpt = "auto",
         repeats: Annotated[int, typer.Option(help="Timed repeats (median).")] = 3,
         warmup: Annotated[int, typer.Option(help="Warm-up batches.")] = 2,
         max_batches: Annotated[int | None, typer.Option(
             help="Time only this many batches and scale to the epoch \\[default: all].")] = None,
-        preset: Annotated[str, typer.Option(help="paper or recbole.")] = "paper",
+        preset: Annotated[Preset, typer.Option(help="paper or recbole.")] = "paper",
         set_: SetOpt = None,
         data_dir: DirOpt = None, results_dir: DirOpt = None, markdown: MarkdownOpt = False,
         json_out: JsonOpt = False,
@@ -208,10 +219,10 @@ def register(app: typer.Typer) -> None:
         """Tables 4-5: memory, training time per epoch and inference time per model and L.
 
         Each cell runs in a fresh process. Without --max-len and --models both tables are made
-        (L 10,30,50,70 and all nine models). Writes results/table4_max_len.csv and
+        (L 10,30,50,70 and every model). Writes results/table4_max_len.csv and
         results/table5_complexity.csv, replacing only the rows of the cells profiled again.
 
-        Example: matrrec profile --synthetic-like electronics --models all --max-batches 3
+        Example: matrrec profile --synthetic-like electronics --model all --max-batches 3
         """
         from matrrec_cli.experiments import profile as prof
         from matrrec_cli.experiments.runner import parse_values
@@ -222,6 +233,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("give --dataset NAME or --synthetic-like NAME (repeatable)")
         if repeats < 1 or warmup < 0 or (max_batches is not None and max_batches < 1):
             raise UsageError("--repeats and --max-batches must be at least 1, --warmup >= 0")
+        models = ",".join([*(model or []), *([models_alias] if models_alias else [])]) or None
         lens = parse_values(max_len, int) if max_len else ([] if models else [10, 30, 50, 70])
         names = (model_names() if models in (None, "all") else parse_values(models, str)) \
             if models or not max_len else []

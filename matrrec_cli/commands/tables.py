@@ -11,7 +11,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -21,6 +21,16 @@ from rich.text import Text
 MarkdownOpt = Annotated[bool, typer.Option(
     "--markdown", help="Print the table as GitHub Markdown (to stdout) instead of a Rich table.")]
 
+# Options spelled the same by every command that takes them (choices shown in --help).
+Objective = Literal["prefix", "all"]
+Preset = Literal["paper", "recbole"]
+ObjectiveOpt = Annotated[Objective | None, typer.Option(
+    help="prefix (RecBole's one sample per prefix, faithful) or all (every position) "
+         "\\[default: prefix].")]
+PresetOpt = Annotated[Preset | None, typer.Option(
+    help="paper (the released yaml) or recbole (model defaults) \\[default: paper].")]
+DeviceOpt = Annotated[str, typer.Option(metavar="[auto|cpu|cuda|cuda:N]",
+                                        help="Where to train and evaluate.")]
 JsonOpt = Annotated[bool, typer.Option(
     "--json", help="Print the table's rows as one JSON list on stdout (the table goes to stderr).")]
 OutputOpt = Annotated[Path | None, typer.Option(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from matrrec_cli.commands.tables import show
+from matrrec_cli.commands.tables import DeviceOpt, ObjectiveOpt, PresetOpt, show
 from matrrec_cli.errors import MatrrecError
 
 
@@ -107,11 +107,9 @@ def register(app: typer.Typer) -> None:
             help="History length L \\[default: datasets.toml].")] = None,
         dropout: Annotated[float | None, typer.Option(
             help="Every dropout of the model \\[default: datasets.toml].")] = None,
-        objective: Annotated[str | None, typer.Option(
-            help="prefix (RecBole, faithful) or all (every position).")] = None,
-        preset: Annotated[str | None, typer.Option(
-            help="paper (released yaml) or recbole (model defaults).")] = None,
-        device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+        objective: ObjectiveOpt = None,
+        preset: PresetOpt = None,
+        device: DeviceOpt = "auto",
         data_dir: Annotated[str | None, typer.Option(help="Data directory.")] = None,
         results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
         resume: Annotated[bool, typer.Option(
@@ -164,8 +162,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
         run_dir: Annotated[Path, typer.Argument(help="A run directory under results/runs.")],
-        split: Annotated[str, typer.Option(help="valid or test.")] = "test",
-        device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+        split: Annotated[Literal["valid", "test"], typer.Option(help="Which split.")] = "test",
+        device: DeviceOpt = "auto",
         mask_history: Annotated[bool | None, typer.Option(
             "--mask-history/--no-mask-history",
             help="Mask items the user saw \\[default: as the run was trained].")] = None,

@@ -14,7 +14,6 @@ and meta.json, plus the import provenance) so every command works on it.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ import pandas as pd
 from matrrec_cli.errors import MatrrecError, UsageError
 
 FORMATS = ("table", "inter", "seq", "pairs")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _lines(path: Path) -> list[str]:
@@ -135,11 +133,10 @@ def import_dataset(name: str, path: Path, fmt: str, data_dir: Path, *, kcore: in
                    max_len: int = 50, dropout: float = 0.4, **columns: str | None) -> dict:
     """Read, filter (k-core unless 0), remap and write `<data_dir>/<name>/`; returns meta."""
     from matrrec_cli.data.preprocess import write_prepared
-    from matrrec_cli.data.registry import dataset_names
+    from matrrec_cli.data.registry import check_name, dataset_names
     from matrrec_cli.io import sha256_file
 
-    if not NAME_RE.match(name):
-        raise UsageError(f"dataset name {name!r}: use letters, digits, '.', '_' or '-'")
+    check_name(name)
     if name in dataset_names():
         raise UsageError(f"{name!r} is a registered dataset; use `matrrec download {name} "
                          "--from-file PATH`, or import under another name")

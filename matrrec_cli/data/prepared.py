@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,45 @@ import pyarrow.parquet as pq
 from matrrec_cli.data.preprocess import META
 from matrrec_cli.errors import MatrrecError
 
+INTERACTIONS = "interactions.parquet"
+
+
+def prepare_command(name: str, data_dir: str | Path) -> str:
+    """The command that (re)prepares `name`: `matrrec download` for a registered dataset,
+    `matrrec import` with the recorded file and format for an imported one."""
+    from matrrec_cli.data.registry import dataset_names
+
+    dir_opt = "" if Path(data_dir) == Path("data") else f" --data-dir {data_dir}"
+    if name in dataset_names():
+        return f"matrrec download {name}{dir_opt}"
+    source: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError, AttributeError, IndexError):
+        source = (json.loads((Path(data_dir) / name / META).read_text()).get("sources")
+                  or [{}])[0]
+    origin = str(source.get("origin", "")).removeprefix("import ") or "PATH"
+    return (f"matrrec import {name} --from-file {origin} --format "
+            f"{source.get('format', 'table')}{dir_opt}")
+
+
+def require_prepared(name: str, data_dir: str | Path) -> Path:
+    """The dataset's directory, or an error naming the command that prepares it (or, for a
+    name that is neither registered nor imported, where to look)."""
+    from matrrec_cli.data.registry import check_name, dataset_names
+
+    check_name(name)
+    out = Path(data_dir) / name
+    if (out / META).exists() and (out / INTERACTIONS).exists():
+        return out
+    if name not in dataset_names() and not out.exists():
+        raise MatrrecError(f"unknown dataset '{name}': not in datasets.toml and not imported in "
+                           f"{Path(data_dir)}; see `matrrec datasets`, or bring your own with "
+                           f"`matrrec import {name} --from-file PATH --format table`")
+    raise MatrrecError(f"dataset '{name}' is not prepared in {Path(data_dir)}; run "
+                       f"`{prepare_command(name, data_dir)}`")
+
 
 def _require(name: str, data_dir: Path) -> Path:
-    out = Path(data_dir) / name
-    if not (out / META).exists() or not (out / "interactions.parquet").exists():
-        raise MatrrecError(f"dataset '{name}' is not prepared in {Path(data_dir)}; "
-                           f"run `matrrec download {name}`")
-    return out
+    return require_prepared(name, data_dir)
 
 
 def load_meta(name: str, data_dir: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import matrrec_cli
-from matrrec_cli.errors import MatrrecError
+from matrrec_cli.errors import MatrrecError, UsageError
 
 DATASETS_TOML_ENV = "MATRREC_DATASETS_TOML"
 Format = Literal["ml1m-zip", "ml100k-zip", "inter", "amazon-json"]
@@ -118,6 +119,18 @@ def _load(path: Path, mtime: float) -> dict[str, DatasetSpec]:
 def _specs() -> dict[str, DatasetSpec]:
     path = registry_path()
     return _load(path, path.stat().st_mtime if path.exists() else 0.0)
+
+
+# Dataset names become directory and file names: letters, digits and . _ -, at most 64.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    """`name` when it is a safe dataset name, else a usage error saying what is allowed."""
+    if not NAME_RE.match(name) or ".." in name:
+        raise UsageError(f"dataset name {name[:80]!r}: use letters, digits, '.', '_' or '-' "
+                         "(at most 64, starting with a letter or digit)")
+    return name
 
 
 def dataset_names() -> list[str]:

@@ -18,7 +18,13 @@ PARAMS: dict[str, tuple[str, type, str]] = {
 METRICS = ("recall@10", "ndcg@10")
 
 
+def canonical(param: str) -> str:
+    """The sweep's name: `max_len` (the setting's key) is accepted for `max-len`."""
+    return param.replace("_", "-")
+
+
 def parse(param: str, values: str) -> tuple[str, list[Any]]:
+    param = canonical(param)
     if param not in PARAMS:
         raise UsageError(f"cannot sweep {param!r}; choose one of {', '.join(PARAMS)}")
     key, kind, _ = PARAMS[param]

@@ -54,7 +54,8 @@ def cuda_backend_available() -> bool:
 
 
 def cuda_backend_reason() -> str:
-    """One line saying why the fused backend is or is not available (for `matrrec env`)."""
+    """One line saying why the fused backend is or is not available (in the error of
+    `--set mamba_backend=cuda` where it cannot run, and in the GPU checks)."""
     return _mamba_ssm()[1]
 
 

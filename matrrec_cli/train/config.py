@@ -148,7 +148,9 @@ def resolve(
     """Merge defaults, datasets.toml (`dataset_defaults` with .max_len/.dropout), preset and
     command-line values (`cli`: key -> value or None when not given) into a TrainConfig."""
     from matrrec_cli.models import get_model_class, make_config
+    from matrrec_cli.train.device import resolve_device
 
+    resolve_device(device)  # a bad or absent device fails before anything is printed or written
     values: dict[str, Any] = dict(TRAINER_DEFAULTS)
     sources = dict.fromkeys(values, DEFAULT)
     unknown = sorted(set(cli) - set(values) - {"dropout"})

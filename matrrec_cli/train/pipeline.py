@@ -13,9 +13,12 @@ from matrrec_cli.train.samples import SplitData, build_sequences, split
 
 
 def dataset_defaults(name: str, data_dir: str | Path) -> Any:
-    """The paper's per-dataset settings from datasets.toml (.max_len, .dropout)."""
+    """The paper's per-dataset settings from datasets.toml (.max_len, .dropout) of a prepared
+    dataset; an unprepared or unknown one fails here, before any configuration is shown."""
+    from matrrec_cli.data.prepared import require_prepared
     from matrrec_cli.data.registry import training_defaults
 
+    require_prepared(name, data_dir)
     return training_defaults(name, data_dir)
 
 
@@ -39,22 +42,39 @@ def model_builder(cfg: TrainConfig, n_items: int):
 
 def train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[str, Any], Path]:
     """Train cfg in a new run directory, or continue its newest unfinished run (`resume`).
-    Raises runs.RunBusy at once when another process is training the same configuration."""
+    `resume` with no unfinished run but a finished one returns that run and trains nothing.
+    Raises runs.RunBusy at once when another process is training the same configuration. A new
+    run directory that fails or is interrupted before its first checkpoint is removed: a run
+    that never started leaves nothing behind."""
+    import shutil
+
     from matrrec_cli.train.trainer import fit
 
     with runs.training_lock(cfg):
+        run_dir = runs.find_unfinished(cfg) if resume else None
+        if resume and run_dir is None:
+            done = runs.find_finished(cfg)
+            if done is not None:
+                reporter.note(f"{done} already finished this configuration and seed; nothing to "
+                              "resume (train without --resume for a new run)")
+                return runs.read_json(done / runs.METRICS), done
+            reporter.note("no unfinished run of this configuration; starting a new one")
         data = load_split(cfg)
         reporter.note(
             f"{cfg.dataset}: {len(data.valid)} users, {data.seqs.n_items - 1} items, "
             f"{len(data.train)} train rows ({cfg.objective}), max_len {cfg.max_len}"
         )
-        run_dir = runs.find_unfinished(cfg) if resume else None
-        if resume and run_dir is None:
-            reporter.note("no unfinished run of this configuration; starting a new one")
+        fresh = run_dir is None
         run_dir = run_dir or runs.new_run_dir(cfg)
         reporter.note(f"run directory: {run_dir}")
-        metrics = fit(cfg, data, model_builder(cfg, data.seqs.n_items), run_dir,
-                      reporter=reporter)
+        try:
+            metrics = fit(cfg, data, model_builder(cfg, data.seqs.n_items), run_dir,
+                          reporter=reporter)
+        except BaseException:
+            if fresh and not (run_dir / runs.LAST).exists() and not (run_dir / runs.METRICS
+                                                                         ).exists():
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     return metrics, run_dir
 
 
@@ -64,9 +84,10 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
     """Reload best.pt of a run and recompute one split's metrics; compare with the stored ones."""
     from dataclasses import replace
 
+    from matrrec_cli.train.device import resolve_device
     from matrrec_cli.train.evaluate import evaluate
     from matrrec_cli.train.metrics import rounded
-    from matrrec_cli.train.trainer import load_checkpoint, resolve_device
+    from matrrec_cli.train.trainer import load_checkpoint
 
     run_dir = Path(run_dir)
     cfg, stored = runs.load_run(run_dir)

@@ -37,6 +37,7 @@ from matrrec_cli.io import atomic_open, atomic_path, write_json
 from matrrec_cli.models.base import SequentialRecommender
 from matrrec_cli.train import runs
 from matrrec_cli.train.config import TrainConfig
+from matrrec_cli.train.device import resolve_device
 from matrrec_cli.train.evaluate import evaluate, ranks_frame
 from matrrec_cli.train.metrics import rounded
 from matrrec_cli.train.progress import Reporter
@@ -56,17 +57,6 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MatrrecError("--device cuda was asked for but torch sees no CUDA GPU; "
-                           "use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise MatrrecError(f"--device must be auto, cpu or cuda, not {device!r}")
-    return torch.device(device)
 
 
 def _rng_state(gen: torch.Generator) -> dict[str, Any]:
@@ -164,52 +154,55 @@ def fit(
     pause_epoch, _, pause_s = (os.environ.get(PAUSE_ENV) or "0:0").partition(":")
     epoch = start_epoch
     reporter.start(total_epochs=cfg.epochs, n_batches=n_batches, first_epoch=start_epoch)
-    while epoch < cfg.epochs and not stopped:
-        t0 = time.perf_counter()
-        model.train()
-        batches = epoch_batches(len(train), cfg.batch_size, gen, lengths=lengths)
-        total = 0.0
-        for i, idx in enumerate(batches):
-            batch = make_batch(data, train.take(idx), objective=cfg.objective,
-                               trim=cfg.bucket_by_length).to(device)
-            loss = model.calculate_loss(batch)
-            loss_value = loss.item()  # one host sync per batch serves the check, total and progress
-            if not math.isfinite(loss_value):
-                raise MatrrecError(
-                    f"loss became {loss_value} at epoch {epoch + 1}, batch {i + 1}; training "
-                    f"stopped, the last good checkpoint is {last_path if epoch else 'none'}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss_value
-            reporter.batch(loss=loss_value)
-        valid = evaluate(model, data, split="valid", device=device,
-                         batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history,
-                         bucket=cfg.bucket_by_length)
-        score = round(valid.metrics[VALID_METRIC], 4)
-        epoch += 1
-        es, improved, stopped = early_stopping(es, score, epoch=epoch,
-                                               stopping_step=cfg.stopping_step)
-        if improved:
-            _save({"model": model.state_dict(), "epoch": epoch, "valid_score": score,
-                   "config_hash": cfg.config_hash()}, run_dir / runs.BEST)
-        elapsed += time.perf_counter() - t0
-        record = {"epoch": epoch, "loss": total / n_batches, "valid": rounded(valid.metrics),
-                  "valid_score": score, "improved": improved, "bad": es["bad"],
-                  "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(record)
-        _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-               "early_stopping": es, "history": history, "elapsed": elapsed,
-               "rng": _rng_state(gen), "config": cfg.to_dict(),
-               "config_hash": cfg.config_hash()}, last_path)
-        with open(run_dir / runs.HISTORY, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        reporter.epoch(record)
-        if epoch == int(pause_epoch):
-            print(f"checkpoint epoch {epoch}", file=sys.stderr, flush=True)
-            time.sleep(float(pause_s))
-    reporter.stop()
+    try:
+        while epoch < cfg.epochs and not stopped:
+            t0 = time.perf_counter()
+            model.train()
+            batches = epoch_batches(len(train), cfg.batch_size, gen, lengths=lengths)
+            total = 0.0
+            for i, idx in enumerate(batches):
+                batch = make_batch(data, train.take(idx), objective=cfg.objective,
+                                   trim=cfg.bucket_by_length).to(device)
+                loss = model.calculate_loss(batch)
+                # one host sync per batch serves the check, the total and the progress
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise MatrrecError(
+                        f"loss became {loss_value} at epoch {epoch + 1}, batch {i + 1}; training "
+                        f"stopped, the last good checkpoint is {last_path if epoch else 'none'}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss_value
+                reporter.batch(loss=loss_value)
+            valid = evaluate(model, data, split="valid", device=device,
+                             batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history,
+                             bucket=cfg.bucket_by_length)
+            score = round(valid.metrics[VALID_METRIC], 4)
+            epoch += 1
+            es, improved, stopped = early_stopping(es, score, epoch=epoch,
+                                                   stopping_step=cfg.stopping_step)
+            if improved:
+                _save({"model": model.state_dict(), "epoch": epoch, "valid_score": score,
+                       "config_hash": cfg.config_hash()}, run_dir / runs.BEST)
+            elapsed += time.perf_counter() - t0
+            record = {"epoch": epoch, "loss": total / n_batches, "valid": rounded(valid.metrics),
+                      "valid_score": score, "improved": improved, "bad": es["bad"],
+                      "seconds": round(time.perf_counter() - t0, 3)}
+            history.append(record)
+            _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                   "early_stopping": es, "history": history, "elapsed": elapsed,
+                   "rng": _rng_state(gen), "config": cfg.to_dict(),
+                   "config_hash": cfg.config_hash()}, last_path)
+            with open(run_dir / runs.HISTORY, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            reporter.epoch(record)
+            if epoch == int(pause_epoch):
+                print(f"checkpoint epoch {epoch}", file=sys.stderr, flush=True)
+                time.sleep(float(pause_s))
+    finally:
+        reporter.stop()  # the live display never outlives the loop
     return finish(cfg, data, run_dir, history=history, es=es, elapsed=elapsed,
                   stopped=stopped, device=device, model=model)
 
