@@ -79,7 +79,7 @@ class TrainingDefaults:
     dropout: float
 
 
-# Datasets outside the registry (issue 8 imports): Amazon-style settings, the paper's majority case.
+# Datasets outside the registry (imports): Amazon-style settings, the paper's majority case.
 GENERIC_DEFAULTS = TrainingDefaults(max_len=50, dropout=0.4)
 
 

@@ -23,7 +23,7 @@ def dataset_stats(name: str, data_dir: Path) -> dict:
            "sparsity": round(100 * (1 - n / (u * i)), 2)}
     try:
         paper = get_dataset(name).paper
-    except MatrrecError:  # imported datasets (issue 8) have no registry entry
+    except MatrrecError:  # imported datasets have no registry entry
         paper = None
     for key in ("users", "items", "inter", "avg_len_u", "avg_len_i", "sparsity"):
         row[f"paper_{key}"] = getattr(paper, key) if paper else None

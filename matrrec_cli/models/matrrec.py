@@ -45,7 +45,7 @@ class MaTrRecConfig:
     attn_impl: AttnImpl = "explicit"  # "sdpa": torch's fused attention, equal up to rounding
     # Speed, not model: the CPU scan skips each row's padded steps. Real positions are computed
     # exactly, but A's gradient sums fewer terms in another order (float rounding), so off by
-    # default (faithful runs stay bit-identical); measured in the README (issue 7).
+    # default (faithful runs stay bit-identical); measured in docs/measurements.md.
     skip_padding: bool = False
     # Speed, not model: the read-out (prefix loss, evaluation) runs the transformer layer of the
     # last block for position len-1 only. Same values up to rounding, but fewer dropout draws,

@@ -3,7 +3,7 @@
 No gradient training: `fit_data(..., split=...)` counts what is known before that split's target:
 for validation the training part of every sequence (all but the last two items), for the test
 also the valid item (all but the last one), since the valid interaction is part of every test
-history. This is how the reference points in ../shared/data/README.md were computed (ml-100k pop
+history. This is how the published reference points of these data were computed (ml-100k pop
 NDCG@10 0.0230, Musical 0.0420); `test_counts_valid_item=false` counts the training part only.
 The target being scored is never counted. The counts are buffers, so best.pt (the test state)
 holds them like any model's weights.

@@ -3,7 +3,7 @@
     h_t = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t u_t) B_tᵀ,   y_t = h_t C_t          h: (B, D, N) per step
 
 `selective_scan` is a custom autograd Function built for CPUs (measured in
-../shared/reference/mamba-on-cpu.md and bench/bench_mamba.py):
+docs/measurements.md and bench/bench_mamba.py):
 * exact and stable: a plain sequential recurrence, every decay factor exp(Δ·A) ≤ 1, never the
   closed form with exp(+|A|·ΣΔ) (protocol §7 porting notes);
 * vectorised: for a chunk of T steps, the decays exp(Δ_t A) and the inputs Δ_t u_t B_t are made in
