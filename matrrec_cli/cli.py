@@ -65,18 +65,27 @@ def resume_hint(args: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, report MatrrecError as one line."""
+    """Console-script entry point: run the app; our errors and click's usage errors are one line
+    on stderr, Ctrl-C says what continues the work."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="matrrec")
+        code = app(args=args, prog_name="matrrec", standalone_mode=False)
     except MatrrecError as exc:
         print(f"matrrec: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
-    except (KeyboardInterrupt, SystemExit) as exc:
-        # typer turns Ctrl-C into a silent exit 130; say what continues the work
-        if isinstance(exc, SystemExit) and exc.code != 130:
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as exc:
+        # click's usage errors (bad choice, missing option, unknown option): one line, as ours,
+        # instead of a usage block and a boxed message
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             raise
+        where = " ".join(a for a in args[:2] if not a.startswith("-"))
+        print(f"matrrec: error: {exc.format_message()} (see matrrec {where} --help)".replace(
+            "matrrec  --help", "matrrec --help"), file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    if code == 130:  # typer turns Ctrl-C into exit status 130
         what = ("continue from the last finished epoch with" if args[:1] == ["train"] else
                 "run it again to continue where it stopped")
         print(f"matrrec: interrupted; {what}: {resume_hint(args)}", file=sys.stderr)
-        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import data_dumps as dumps
@@ -57,9 +58,11 @@ def run(argv: list[str], capsys) -> tuple[int, str]:
 
 
 def leftovers(data: Path) -> list[str]:
-    """Files that must never exist after a failure: half downloads under final names, Parquet."""
+    """Files that must never exist after a failure: half downloads under final names, Parquet,
+    staging copies. (.part files and the per-dataset lock files may stay.)"""
     return sorted(str(p.relative_to(data)) for p in data.rglob("*")
-                  if p.is_file() and not p.name.endswith(".part"))
+                  if p.is_file() and not p.name.endswith((".part", ".part.json"))
+                  and p.parent.name != ".locks")
 
 
 @pytest.mark.parametrize("kind", list(PAYLOADS))
@@ -102,13 +105,18 @@ def test_interrupted_part_resumes_on_next_run(env, capsys, monkeypatch):
     file, fmt, body = PAYLOADS["ml1m"]
     raw = env / "data/tiny/raw"
     raw.mkdir(parents=True)
-    (raw / f"{file}.part").write_bytes(body[:100])  # left by a killed earlier run
     site = Site(files={f"/{file}": body})
     with serve(site):
-        _one(env, monkeypatch, [_source(site.base + f"/{file}", file, fmt, body)])
+        url = site.base + f"/{file}"
+        # left by a killed earlier run: the bytes and the sidecar its first response wrote
+        (raw / f"{file}.part").write_bytes(body[:100])
+        (raw / f"{file}.part.json").write_text(json.dumps({"url": url, "total": len(body)}))
+        _one(env, monkeypatch, [_source(url, file, fmt, body)])
         code, err = run(["download", "tiny"], capsys)
     assert code == 0, err
     assert site.log == [(f"/{file}", "bytes=100-")]
+    assert (raw / file).read_bytes() == body
+    assert not list(raw.glob("*.part*"))
 
 
 @pytest.mark.parametrize("busy", ["503", "429"])
@@ -256,7 +264,7 @@ def test_not_prepared_names_command(env, capsys, monkeypatch):
     code, err = run(["stats", "--dataset", "tiny"], capsys)
     assert code == 1
     assert "dataset 'tiny' is not prepared in" in err
-    assert "run `matrrec download tiny`" in err
+    assert "run `matrrec download tiny --data-dir " in err  # the exact command, data dir too
 
 
 def test_interrupted_prepare_leaves_no_parquet(env, capsys, monkeypatch):

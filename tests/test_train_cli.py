@@ -77,7 +77,10 @@ def test_resume_continues_unfinished_run(fake_data, capsys, tmp_path: Path) -> N
     again = _train(capsys, tmp_path, "--resume")
     assert again["run_dir"] == first["run_dir"]
     assert again["test"] == first["test"]
-    fresh = _train(capsys, tmp_path, "--resume")  # nothing unfinished: a new run
+    done = _train(capsys, tmp_path, "--resume")  # finished: said so, nothing trained
+    assert done["run_dir"] == first["run_dir"]
+    assert len(list((tmp_path / "runs").rglob("config.json"))) == 1
+    fresh = _train(capsys, tmp_path)  # without --resume: a new run
     assert fresh["run_dir"] != first["run_dir"]
     assert fresh["test"] == first["test"]  # same seed, same numbers
 
@@ -85,8 +88,17 @@ def test_resume_continues_unfinished_run(fake_data, capsys, tmp_path: Path) -> N
 @pytest.mark.parametrize(("args", "message"), [
     (["--set", "no_such_key=1"], "unknown key"),
     (["--set", "hidden_size=big"], "expected a int"),
-    (["--objective", "sometimes"], "prefix or all"),
-    (["--preset", "mine"], "paper or recbole"),
+    (["--objective", "sometimes"], "'sometimes' is not one of 'prefix', 'all'"),
+    (["--preset", "mine"], "'mine' is not one of 'paper', 'recbole'"),
+    (["--set", "lr=nan"], "lr must be a finite number above 0"),
+    (["--set", "lr=-1"], "lr must be a finite number above 0"),
+    (["--seed", "-1"], "--seed must be in [0, 2^32)"),
+    (["--seed", "4294967296"], "--seed must be in [0, 2^32)"),
+    (["--epochs", "0"], "epochs must be at least 1"),
+    (["--dropout", "nan"], "--dropout must be in [0, 1)"),
+    (["--no-such-flag"], "No such option"),
+    (["--set", "hidden_size=0"], "hidden_size=0 must be at least 1"),
+    (["--set", "hidden_dropout_prob=1.5"], "must be in [0, 1)"),
 ])
 def test_bad_options_are_one_line_errors(fake_data, capsys, tmp_path, args, message) -> None:
     with pytest.raises(SystemExit) as e:
@@ -154,6 +166,7 @@ def test_report_table2(capsys, tmp_path: Path) -> None:
     wide = pd.read_csv(tmp_path / "table2_overall.csv")
     assert set(wide["dataset"]) == {"musical", "office"}
     assert len(wide) == 8
+    capsys.readouterr()
     with pytest.raises(SystemExit):  # --json: the rows on stdout, parseable
         main(["report", "table2", "--results-dir", str(tmp_path), "--json"])
     rows = json.loads(capsys.readouterr().out)

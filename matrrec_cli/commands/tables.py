@@ -8,6 +8,7 @@ pastes into a README or a paper draft; the Rich markup the commands use maps to 
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -72,7 +73,7 @@ def show(table: Table, *, markdown: bool = False, console: Console | None = None
     dicts) the rows go to stdout as JSON and the table to stderr, so stdout stays parseable."""
     if json_rows is not None:
         rows = (json_rows.to_dict("records") if hasattr(json_rows, "to_dict") else json_rows)
-        print(json.dumps(rows, default=_plain, allow_nan=False))
+        print(json.dumps(_plain(rows), allow_nan=False))
         console = Console(stderr=True)
     elif markdown:
         print(to_markdown(table))
@@ -84,10 +85,19 @@ def show(table: Table, *, markdown: bool = False, console: Console | None = None
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars and NaN as JSON values (NaN -> null)."""
-    if hasattr(value, "item"):
+    """Rows as plain JSON values: numpy scalars unwrapped, NaN and inf as null, other objects
+    (paths) as strings."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
-    return str(value) if not isinstance(value, (int, float, bool)) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (int, float, bool, str)):
+        return value
+    return str(value)
 
 
 def save_csv(df: Any, default: Path, output: Path | None, *, key: list[str] | None) -> Path:

@@ -54,7 +54,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
                         ("preset", cell.get("preset", "paper"))),
                    sets=tuple(cell.get("sets", ())))
     cfg = resolve_spec(spec, seed=2020, device=cell["device"], data_dir=Path(cell["data_dir"]),
-                       results_dir=Path("results"))
+                       results_dir=Path("results"), prepared=not cell["synthetic"])
     if cell["synthetic"]:
         data = split(synthetic_sequences(*table1_counts(cfg.dataset, cfg.data_dir)),
                      max_len=cfg.max_len, objective="prefix")

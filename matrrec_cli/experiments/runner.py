@@ -78,15 +78,20 @@ def parse_values(text: str, kind: type) -> list[Any]:
 
 
 def resolve_spec(spec: RunSpec, *, seed: int, device: str, data_dir: Path,
-                 results_dir: Path) -> Any:
+                 results_dir: Path, prepared: bool = True) -> Any:
+    """The TrainConfig of `spec` at `seed`; the dataset must be prepared unless `prepared` is
+    False (profile's --synthetic-like cells read only its registry entry)."""
+    from matrrec_cli.data.registry import training_defaults
     from matrrec_cli.train import config as config_mod
     from matrrec_cli.train import pipeline
 
     cli = {"seed": seed, **dict(spec.cli)}
+    defaults = (pipeline.dataset_defaults(spec.dataset, data_dir) if prepared
+                else training_defaults(spec.dataset, data_dir))
     return config_mod.resolve(
         dataset=spec.dataset, model=spec.model, cli=cli, sets=list(spec.sets),
-        dataset_defaults=pipeline.dataset_defaults(spec.dataset, data_dir), device=device,
-        data_dir=str(data_dir), results_dir=str(results_dir))
+        dataset_defaults=defaults, device=device, data_dir=str(data_dir),
+        results_dir=str(results_dir))
 
 
 def run_all(specs: list[RunSpec], seeds: list[int], *, device: str, data_dir: Path,

@@ -11,7 +11,7 @@ import dataclasses
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from matrrec_cli.errors import MatrrecError
+from matrrec_cli.errors import MatrrecError, UsageError
 
 if TYPE_CHECKING:
     from matrrec_cli.models.base import SequentialRecommender
@@ -57,7 +57,33 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
             f"unknown setting(s) {', '.join(unknown)} for model {name!r}; "
             f"known: {', '.join(sorted(fields))}"
         )
-    return cls.Config(**(overrides or {}))
+    config = cls.Config(**(overrides or {}))
+    check_values(name, config)
+    return config
+
+
+def check_values(name: str, config: Any) -> None:
+    """Reject values no model can train with, before anything is built: every int setting here
+    is a size or a count (>= 1); every float is finite and >= 0, a dropout below 1, an epsilon
+    or temperature above 0."""
+    import math
+
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool):
+            continue
+        bad = None
+        if isinstance(value, int) and value < 1:
+            bad = "must be at least 1"
+        elif isinstance(value, float):
+            if not math.isfinite(value) or value < 0:
+                bad = "must be a finite number >= 0"
+            elif "dropout" in f.name and value >= 1:
+                bad = "must be in [0, 1)"
+            elif f.name in ("layer_norm_eps", "temperature") and value == 0:
+                bad = "must be above 0"
+        if bad:
+            raise UsageError(f"model {name!r}: {f.name}={value!r} {bad} (--set {f.name}=...)")
 
 
 def build_model(

@@ -26,7 +26,9 @@ from matrrec_cli.models.scan import selective_scan
 
 Backend = Literal["auto", "torch", "cuda"]
 _INSTALL_HINT = (
-    "install the kernels on a CUDA machine with: pip install --no-build-isolation -e '.[cuda]'"
+    "build the kernels on a CUDA machine as docs/gpu.md says (pip install hatchling editables "
+    "setuptools wheel packaging ninja && MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE "
+    "pip install --no-build-isolation -e '.[cuda]')"
 )
 
 

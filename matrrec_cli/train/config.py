@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from typing import Any
 
 from matrrec_cli.errors import MatrrecError, UsageError
@@ -172,6 +173,8 @@ def resolve(
     elif values["preset"] == "paper" and dataset_defaults is not None:
         dropout, sources["dropout"] = float(dataset_defaults.dropout), DATASETS_TOML
 
+    if dropout is not None and not 0.0 <= dropout < 1.0:  # NaN fails here too
+        raise UsageError(f"--dropout must be in [0, 1), not {dropout}")
     cls = get_model_class(model)
     if values["objective"] == "all" and not cls.supports_all_objective:
         raise UsageError(f"model {model!r} cannot train with --objective all; use prefix")
@@ -203,13 +206,15 @@ def resolve(
     for key in ("epochs", "batch_size", "eval_batch_size", "max_len", "stopping_step"):
         if int(values[key]) < 1 and not (key == "stopping_step" and values[key] == 0):
             raise UsageError(f"{key.replace('_', '-')} must be at least 1, not {values[key]}")
-    if dropout is not None and not 0.0 <= dropout < 1.0:
-        raise UsageError(f"--dropout must be in [0, 1), not {dropout}")
     if values["bucket_by_length"] and not cls.right_padding_invariant:
         raise UsageError(f"bucket_by_length: model {model!r} reads its padding by design, so "
                          "trimming it would change the model; leave the option off")
-    if float(values["weight_decay"]) < 0:
-        raise UsageError(f"weight_decay must be at least 0, not {values['weight_decay']}")
+    if not math.isfinite(float(values["weight_decay"])) or float(values["weight_decay"]) < 0:
+        raise UsageError(f"weight_decay must be a finite number >= 0, not {values['weight_decay']}")
+    if not math.isfinite(float(values["lr"])) or float(values["lr"]) <= 0:
+        raise UsageError(f"lr must be a finite number above 0, not {values['lr']}")
+    if not 0 <= int(values["seed"]) < 2**32:  # numpy's seed range, which RecBole seeds too
+        raise UsageError(f"--seed must be in [0, 2^32), not {values['seed']}")
     sources.update({f"model.{k}": v for k, v in model_src.items()})
     for k in ("device", "data_dir", "results_dir"):
         sources[k] = CLI
