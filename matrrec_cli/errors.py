@@ -18,3 +18,10 @@ class UsageError(MatrrecError):
     """Bad combination of command-line values (exit status 2, like click's usage errors)."""
 
     exit_code = 2
+
+
+def warn(text: str) -> None:
+    """One warning line on stderr: something was skipped or is unverified, and the work goes on."""
+    import sys
+
+    print(f"matrrec: warning: {text}", file=sys.stderr, flush=True)

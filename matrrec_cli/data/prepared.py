@@ -54,12 +54,30 @@ def _require(name: str, data_dir: Path) -> Path:
     return require_prepared(name, data_dir)
 
 
+def _corrupt(path: Path, name: str, data_dir: Path, why: str) -> MatrrecError:
+    return MatrrecError(f"{path} is corrupt ({why}); run `{prepare_command(name, data_dir)}` "
+                        "to rebuild it")
+
+
 def load_meta(name: str, data_dir: Path) -> dict[str, Any]:
     """n_users, n_items (real counts, no padding), n_interactions, sources, filter, versions."""
-    return json.loads((_require(name, data_dir) / META).read_text())
+    path = _require(name, data_dir) / META
+    try:
+        meta = json.loads(path.read_text())
+        int(meta["n_items"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _corrupt(path, name, data_dir, type(exc).__name__) from None
+    return meta
 
 
 def load_interactions(name: str, data_dir: Path) -> pd.DataFrame:
     """user int32, item int32 (1..n, 0 = padding), timestamp int64; by user, chronological."""
-    df = pq.read_table(_require(name, data_dir) / "interactions.parquet").to_pandas()
-    return df.astype({"user": "int32", "item": "int32", "timestamp": "int64"})
+    path = _require(name, data_dir) / INTERACTIONS
+    try:
+        df = pq.read_table(path, columns=["user", "item", "timestamp"]).to_pandas()
+        df = df.astype({"user": "int32", "item": "int32", "timestamp": "int64"})
+    except Exception as exc:  # truncated, not Parquet, columns missing or of another type
+        raise _corrupt(path, name, data_dir, f"{type(exc).__name__}") from None
+    if df.empty or (df["item"] < 1).any() or (df["user"] < 1).any():
+        raise _corrupt(path, name, data_dir, "no rows, or ids below 1")
+    return df

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from matrrec_cli.errors import MatrrecError
+from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments.significance import ndcg10, test_ranks
 from matrrec_cli.train.report import Selection
 
@@ -68,7 +68,11 @@ def breakdown(results_dir: str | Path, dataset: str, data_dir: str | Path | None
     buckets = _buckets(user_features(dataset, data_dir))
     rows = []
     for model in sorted(chosen, key=lambda m: MODEL_ORDER.index(m) if m in MODEL_ORDER else 99):
-        ranks = pd.concat([test_ranks(run) for run, _, _ in chosen[model]], axis=1)
+        try:
+            ranks = pd.concat([test_ranks(run) for run, _, _ in chosen[model]], axis=1)
+        except MatrrecError as exc:  # one bad ranks file: leave this model out, keep the rest
+            warn(f"{model} left out of the breakdown: {exc}")
+            continue
         per_user = pd.DataFrame({
             "ndcg@10": ndcg10(ranks.to_numpy()).mean(axis=1),
             "recall@10": (ranks.to_numpy() <= 10).mean(axis=1)}, index=ranks.index)

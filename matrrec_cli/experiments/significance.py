@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from matrrec_cli.errors import MatrrecError
+from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.train import runs
 from matrrec_cli.train.report import Selection
 
@@ -38,7 +38,11 @@ def test_ranks(run_dir: Path) -> pd.Series:
     path = run_dir / runs.RANKS
     if not path.exists():
         raise MatrrecError(f"{run_dir} has no {runs.RANKS}; re-run matrrec train for it")
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path, columns=["split", "user", "rank"])
+    except Exception as exc:  # truncated or not Parquet: pyarrow raises several kinds
+        raise MatrrecError(f"{path} is corrupt ({type(exc).__name__}); train the run again"
+                           ) from None
     df = df[df["split"] == "test"]
     return pd.Series(df["rank"].to_numpy(), index=df["user"].to_numpy())
 
@@ -113,8 +117,12 @@ def significance(results_dir: str | Path, datasets: list[str] | None = None,
             continue
         ours = chosen[(ds, OURS)]
         shared = sorted({c["seed"] for _, c, _ in ours} & {c["seed"] for _, c, _ in members})
-        nd, rk = _paired([ranks(r) for r in _seed_first(ours, shared)],
-                         [ranks(r) for r in _seed_first(members, shared)])
+        try:
+            nd, rk = _paired([ranks(r) for r in _seed_first(ours, shared)],
+                             [ranks(r) for r in _seed_first(members, shared)])
+        except MatrrecError as exc:  # one bad ranks file: skip this pair, keep the others
+            warn(f"{ds}: {OURS} vs {model} left out: {exc}")
+            continue
         for row in _tests(nd, rk):
             rows.append({"dataset": ds, "baseline": model, "ours_seeds": len(ours),
                          "base_seeds": len(members), **row})

@@ -87,7 +87,7 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
     from matrrec_cli.train.device import resolve_device
     from matrrec_cli.train.evaluate import evaluate
     from matrrec_cli.train.metrics import rounded
-    from matrrec_cli.train.trainer import load_checkpoint
+    from matrrec_cli.train.trainer import load_checkpoint, restore
 
     run_dir = Path(run_dir)
     cfg, stored = runs.load_run(run_dir)
@@ -99,7 +99,7 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
     data = load_split(cfg)
     dev = resolve_device(device or "auto")
     model = model_builder(cfg, data.seqs.n_items)().to(dev)
-    model.load_state_dict(load_checkpoint(run_dir / runs.BEST)["model"])
+    restore(model, load_checkpoint(run_dir / runs.BEST)["model"], run_dir / runs.BEST)
     if not model.trainable:  # count models: the counts known before this split (see pop.py)
         model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
         model.to(dev)

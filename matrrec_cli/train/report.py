@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from matrrec_cli.data.registry import training_defaults
-from matrrec_cli.errors import MatrrecError
+from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments import paper
 from matrrec_cli.train.config import comparable
 from matrrec_cli.train.runs import CAPPED, ENV, HISTORY, finished_runs, read_json, stop_reason
@@ -254,12 +254,32 @@ def _joined(values: list[Any]) -> str:
     return " ".join("?" if v is None else str(v) for v in values)  # "?" = not recorded
 
 
+def _env(run: Path) -> dict[str, Any]:
+    """A run's env.json, or {} (shown as "?") when it is missing or corrupt."""
+    if not (run / ENV).exists():
+        return {}
+    try:
+        env = read_json(run / ENV)
+    except MatrrecError as exc:
+        warn(f"{exc}; its environment shows as ?")
+        return {}
+    return env if isinstance(env, dict) else {}
+
+
 def _epoch_seconds(run: Path) -> list[float]:
     """Each epoch's training + validation seconds, from the run's history.jsonl."""
     path = run / HISTORY
     if not path.exists():
         return []
-    return [json.loads(line)["seconds"] for line in path.read_text().splitlines() if line]
+    out = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(float(json.loads(line)["seconds"]))
+        except (ValueError, KeyError, TypeError):  # a torn line of a killed write
+            warn(f"{path} line {n} is corrupt; its epoch time is left out")
+    return out
 
 
 def runs(results_dir: str | Path, datasets: list[str] | None = None,
@@ -274,7 +294,7 @@ def runs(results_dir: str | Path, datasets: list[str] | None = None,
         members = sorted(cand.members, key=lambda member: member[1]["seed"])
         cfg = members[0][1]
         metrics = [m for _, _, m in members]
-        envs = [read_json(run / ENV) if (run / ENV).exists() else {} for run, _, _ in members]
+        envs = [_env(run) for run, _, _ in members]
         known = [(m["wall_seconds"], m["epochs"]) for m in metrics
                  if m.get("wall_seconds") and m.get("epochs")]
         seconds = [s for run, _, _ in members for s in _epoch_seconds(run)]

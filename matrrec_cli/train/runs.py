@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from matrrec_cli.errors import MatrrecError
+from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.train.config import TRAINER_DEFAULTS, TrainConfig
 
 CONFIG, METRICS, HISTORY, RANKS, ENV = (
@@ -132,13 +132,33 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any] | None]:
     return cfg, metrics
 
 
+def check_record(run: Path, cfg: Any, metrics: Any) -> None:
+    """Raise when a finished run's records lack what the reports read (a torn or emptied file)."""
+    if not isinstance(cfg, dict) or not all(
+            isinstance(cfg.get(k), t) for k, t in (("dataset", str), ("model", str),
+                                                   ("seed", int))):
+        raise MatrrecError(f"{run / CONFIG} is corrupt (no dataset, model or seed)")
+    test = metrics.get("test") if isinstance(metrics, dict) else None
+    if not isinstance(test, dict) or not test or not all(
+            isinstance(v, (int, float)) for v in test.values()):
+        raise MatrrecError(f"{run / METRICS} is corrupt (no test metrics)")
+
+
 def finished_runs(results_dir: str | Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
-    """(run dir, config dict, metrics dict) of every finished run under results/runs."""
+    """(run dir, config dict, metrics dict) of every finished run under results/runs. A run
+    whose records are corrupt is skipped with a warning naming it: one bad record never blocks
+    the reports of every other run."""
     root = Path(results_dir) / "runs"
     out = []
     for metrics_path in sorted(root.glob(f"*/*/*/{METRICS}")):
         run = metrics_path.parent
-        out.append((run, read_json(run / CONFIG), read_json(metrics_path)))
+        try:
+            cfg, metrics = read_json(run / CONFIG), read_json(metrics_path)
+            check_record(run, cfg, metrics)
+        except MatrrecError as exc:
+            warn(f"skipping run {run}: {exc}; train it again or delete it")
+            continue
+        out.append((run, cfg, metrics))
     return out
 
 

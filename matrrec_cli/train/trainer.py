@@ -86,11 +86,41 @@ def _save(obj: dict[str, Any], path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+LAST_KEYS = ("model", "optimizer", "epoch", "early_stopping", "history", "elapsed", "rng",
+             "config_hash")
+
+
+def load_checkpoint(path: Path, keys: tuple[str, ...] = ("model",)) -> dict[str, Any]:
+    """A checkpoint with at least `keys`, loaded as data (weights_only: never code); anything
+    unreadable is one error that names the file and what to do."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise MatrrecError(f"cannot load checkpoint {path}: {exc}") from None
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MatrrecError(f"{path} is missing; train the run again (matrrec train)") from None
+    except Exception as exc:  # torn write, random bytes, a pickle that is not plain data
+        raise MatrrecError(f"{path} is corrupt ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); "
+                           f"{_REBUILD.get(path.name, 'train it again')}") from None
+    missing = [k for k in keys if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise MatrrecError(f"{path} is corrupt (no {', '.join(missing)}); "
+                           f"{_REBUILD.get(path.name, 'train it again')}")
+    return ck
+
+
+_REBUILD = {  # what a user does about a bad checkpoint, by file name
+    "last.pt": "delete it and train without --resume (the run starts over)",
+    "best.pt": "delete the run directory and train it again",
+}
+
+
+def restore(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    """load_state_dict, with a wrong or mismatched state as one error naming the file."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        raise MatrrecError(f"{path} does not fit this model ({str(exc).splitlines()[0][:120]}); "
+                           f"{_REBUILD.get(path.name, 'train it again')}") from None
 
 
 def mamba_backends(model: torch.nn.Module) -> list[str]:
@@ -135,14 +165,18 @@ def fit(
     start_epoch, elapsed = 0, 0.0
     last_path = run_dir / runs.LAST
     if last_path.exists():  # resume: restore everything the next epoch depends on
-        ck = load_checkpoint(last_path)
+        ck = load_checkpoint(last_path, LAST_KEYS)
         if ck["config_hash"] != cfg.config_hash():
             raise MatrrecError(f"{last_path} belongs to another configuration; start a new run")
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        es, history = ck["early_stopping"], ck["history"]
-        start_epoch, elapsed = ck["epoch"], ck["elapsed"]
-        _set_rng_state(ck["rng"], gen)
+        restore(model, ck["model"], last_path)
+        try:
+            optimizer.load_state_dict(ck["optimizer"])
+            es, history = dict(ck["early_stopping"]), list(ck["history"])
+            start_epoch, elapsed = int(ck["epoch"]), float(ck["elapsed"])
+            _set_rng_state(ck["rng"], gen)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise MatrrecError(f"{last_path} is corrupt ({type(exc).__name__}); "
+                               f"{_REBUILD[last_path.name]}") from None
         reporter.note(f"resuming {run_dir} after epoch {start_epoch}")
     with atomic_open(run_dir / runs.HISTORY) as f:  # drop lines of epochs past the checkpoint
         f.writelines(json.dumps(h) + "\n" for h in history)
@@ -242,7 +276,7 @@ def finish(
     """Reload best.pt, evaluate valid and test, write ranks and metrics.json."""
     if es["best_epoch"] is None:
         raise MatrrecError("no epoch finished, so there is no best state to test; train longer")
-    model.load_state_dict(load_checkpoint(run_dir / runs.BEST)["model"])
+    restore(model, load_checkpoint(run_dir / runs.BEST)["model"], run_dir / runs.BEST)
     results = [evaluate(model, data, split=s, device=device, batch_size=cfg.eval_batch_size,
                         mask_history=cfg.mask_history, bucket=cfg.bucket_by_length)
                for s in ("valid", "test")]
