@@ -64,6 +64,24 @@ def resume_hint(args: list[str]) -> str:
     return shlex.join(["matrrec", *args])
 
 
+def os_error(exc: OSError) -> str:
+    """What went wrong with which path, and what to do about it."""
+    import errno
+
+    where = exc.filename or "a file"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device of {where}; free some space and run it again"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return (f"{where}: a file stands where a directory is needed; choose another "
+                "--data-dir / --results-dir or move the file")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{where}: {exc.strerror or 'not writable'}; choose a writable --data-dir / "
+                "--results-dir")
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"{str(where)[:80]}…: file name too long; use a shorter name or directory"
+    return f"{where}: {exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app; our errors and click's usage errors are one line
     on stderr, Ctrl-C says what continues the work."""
@@ -75,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         code = 130
+    except OSError as exc:  # a path that cannot be written: one line naming it, not a traceback
+        print(f"matrrec: error: {os_error(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
     except Exception as exc:
         # click's usage errors (bad choice, missing option, unknown option): one line, as ours,
         # instead of a usage block and a boxed message

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from matrrec_cli.errors import MatrrecError
 
 
 def current_umask() -> int:
@@ -43,8 +47,32 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except Exception as exc:
+        if is_disk_full(exc):
+            written = tmp_path.stat().st_size if tmp_path.exists() else 0
+            raise disk_full(path, written) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT however the writer wrapped it: an OSError, pyarrow's ArrowInvalid around
+    "[Errno 28]", or torch's zip writer ("unexpected pos", which never says the disk is full)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "[Errno 28]" in text or (
+        "unexpected pos" in text and "inline_container" in text)
+
+
+def disk_full(path: Path, written: int = 0) -> MatrrecError:
+    """The one-line error for a full disk, with how much space the file needed at least."""
+    free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+    need = f"needed more than {max(written, 1) / 2**20:.1f} MB" if written else "needed more"
+    return MatrrecError(f"no space left on the device of {path.parent} writing {path.name} "
+                        f"({free / 2**20:.1f} MB free, {need}); free some space and run the "
+                        "command again")
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from typing import Any
 from matrrec_cli.data.prepared import INTERACTIONS, prepare_command
 from matrrec_cli.data.preprocess import META
 from matrrec_cli.data.registry import dataset_names, get_dataset, training_defaults
+from matrrec_cli.errors import MatrrecError
 
 
 def _meta(path: Path) -> dict[str, Any] | None:
@@ -22,6 +23,8 @@ def _meta(path: Path) -> dict[str, Any] | None:
 def dataset_rows(data_dir: Path) -> list[dict[str, Any]]:
     """One row per dataset: name, kind (registered/imported), prepared, counts, default L and
     dropout, and the command that (re)prepares it."""
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise MatrrecError(f"--data-dir {data_dir} is a file, not a directory")
     registered = dataset_names()
     imported = sorted(p.parent.name for p in Path(data_dir).glob(f"*/{META}")
                       if p.parent.name not in registered)

@@ -66,6 +66,8 @@ def train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[s
         )
         fresh = run_dir is None
         run_dir = run_dir or runs.new_run_dir(cfg)
+        for stale in run_dir.glob(".*.tmp"):  # a killed write's leftovers; we hold the lock
+            stale.unlink(missing_ok=True)
         reporter.note(f"run directory: {run_dir}")
         try:
             metrics = fit(cfg, data, model_builder(cfg, data.seqs.n_items), run_dir,

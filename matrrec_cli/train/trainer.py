@@ -290,7 +290,8 @@ def write_results(
     device: torch.device, model: SequentialRecommender,
 ) -> dict[str, Any]:
     """ranks.parquet, env.json and (last, marking the run finished) metrics.json."""
-    ranks_frame(results).to_parquet(run_dir / runs.RANKS, index=False)
+    with atomic_path(run_dir / runs.RANKS) as tmp:  # never a half-written ranks file
+        ranks_frame(results).to_parquet(tmp, index=False)
     valid, test = results
     metrics = {
         "valid": rounded(valid.metrics), "test": rounded(test.metrics),
