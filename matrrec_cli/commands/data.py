@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -34,13 +33,17 @@ def register(app: typer.Typer) -> None:
         from_file: Annotated[Path | None, typer.Option("--from-file", help="Import a dump "
                                                        "fetched by hand (same checks).")] = None,
         timestamp_order: Order = "exact",
+        require_hash: Annotated[bool, typer.Option(
+            "--require-hash", help="Refuse sources (and --from-file files) without a sha256 in "
+                                   "datasets.toml.")] = False,
     ) -> None:
         """Download, verify and prepare datasets (raw dump -> interactions.parquet).
+
+        An existing prepared dataset is replaced only when the new one is complete.
 
         Example: matrrec download ml-100k
         """
         from matrrec_cli.data import download as dl
-        from matrrec_cli.data.preprocess import prepare
         from matrrec_cli.data.registry import dataset_names, get_dataset
         from matrrec_cli.paths import data_dir as resolve
 
@@ -51,23 +54,23 @@ def register(app: typer.Typer) -> None:
         if from_file is not None and len(chosen) != 1:
             raise UsageError("--from-file imports exactly one dataset")
         specs = [get_dataset(n) for n in chosen]  # unknown names fail before any download
+        for spec in specs:
+            dl.check_spec(spec)  # a table name in datasets.toml becomes a directory name
         root = resolve(data_dir)
         for spec in specs:
-            if from_file is not None:
-                src, path = dl.import_file(spec, root, from_file)
-            else:
-                src, path = dl.download(spec, root)
-            meta_path = root / spec.name / "meta.json"
-            if meta_path.exists() and (root / spec.name / "interactions.parquet").exists():
-                old = json.loads(meta_path.read_text())
-                recorded = path.with_name(path.name + ".sha256").read_text().split()[0]
-                if (old["sources"][0]["sha256"] == recorded
-                        and old["filter"]["timestamp_order"] == order):
+            with dl.dataset_lock(root, spec.name):
+                if from_file is not None:
+                    raw = dl.import_file(spec, root, from_file, require_hash=require_hash)
+                else:
+                    raw = dl.download(spec, root, require_hash=require_hash)
+                if dl.up_to_date(spec, raw, root, order):
                     print(f"{spec.name}: already prepared in {root / spec.name}", file=sys.stderr)
-                    continue
-            meta = prepare(spec, src, path, root, timestamp_order=order)
-            print(f"{spec.name}: {meta['n_users']} users, {meta['n_items']} items, "
-                  f"{meta['n_interactions']} interactions -> {root / spec.name}", file=sys.stderr)
+                else:
+                    meta = dl.install(spec, raw, root, order)
+                    print(f"{spec.name}: {meta['n_users']} users, {meta['n_items']} items, "
+                          f"{meta['n_interactions']} interactions -> {root / spec.name}",
+                          file=sys.stderr)
+                dl.warn_unverified(spec, raw)
 
     @app.command("import")
     def import_(
@@ -96,13 +99,18 @@ def register(app: typer.Typer) -> None:
         Example: matrrec import beauty --from-file Beauty.txt --format seq
         """
         from matrrec_cli.data.importer import import_dataset
+        from matrrec_cli.data.preprocess import dataset_lock
+        from matrrec_cli.data.registry import check_name
         from matrrec_cli.paths import data_dir as resolve
 
         root = resolve(data_dir)
         cols = {"user_col": user_col, "item_col": item_col, "time_col": time_col, "sep": sep} \
             if format_ == "table" else {}
-        meta = import_dataset(name, from_file, format_, root, kcore=kcore, max_len=max_len,
-                              dropout=dropout, **cols)
+        check_name(name)  # before the name becomes a lock file's name
+        # the new import is built beside an existing one and swapped in only when complete
+        with dataset_lock(root, name):
+            meta = import_dataset(name, from_file, format_, root, kcore=kcore, max_len=max_len,
+                                  dropout=dropout, **cols)
         print(f"{name}: {meta['n_users']} users, {meta['n_items']} items, "
               f"{meta['n_interactions']} interactions ({meta['n_raw_interactions']} read, "
               f"{kcore}-core) -> {root / name}", file=sys.stderr)

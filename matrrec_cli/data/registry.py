@@ -14,8 +14,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 import matrrec_cli
 from matrrec_cli.errors import MatrrecError, UsageError
@@ -28,15 +29,85 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Registry values that become a path or reach pip: a datasets.toml from someone else must not
+# write outside raw/ nor hand pip an option (`-r URL` switches the index).
+FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+# our own bookkeeping beside the raw file; a source's file must not collide with it
+RESERVED_SUFFIXES = (".part", ".part.json", ".sha256", ".lock")
+REQUIREMENT_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?"
+                            r"==[A-Za-z0-9][A-Za-z0-9.+!_-]{0,63}$")
+MEMBER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*(?:/[A-Za-z0-9_][A-Za-z0-9._+-]*)*$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
 class Source(_Strict):
     kind: Literal["url", "pypi-wheel"]
-    file: str  # name under <data-dir>/<name>/raw/
+    file: str  # name under <data-dir>/<name>/raw/: a plain file name
     format: Format
-    url: str | None = None  # kind "url"
-    requirement: str | None = None  # kind "pypi-wheel": pip requirement, e.g. recbole==1.2.1
+    url: str | None = None  # kind "url": http(s) only
+    requirement: str | None = None  # kind "pypi-wheel": exactly name==version, e.g. recbole==1.2.1
     member: str | None = None  # kind "pypi-wheel": path inside the wheel
     size: int | None = None
     sha256: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _plain_file(cls, v: str) -> str:
+        if not FILE_RE.match(v) or ".." in v or v.endswith(RESERVED_SUFFIXES):
+            raise ValueError(f"file {v[:80]!r} must be a plain file name (letters, digits, "
+                             "'.', '_', '+', '-'; no '/' or '..')")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname \
+                or any(c.isspace() or ord(c) < 32 for c in v):
+            raise ValueError(f"url {v[:80]!r} must be an http:// or https:// URL")
+        return v
+
+    @field_validator("requirement")
+    @classmethod
+    def _pinned_requirement(cls, v: str | None) -> str | None:
+        if v is not None and not REQUIREMENT_RE.match(v):
+            raise ValueError(f"requirement {v[:80]!r} must be exactly name==version (e.g. "
+                             "recbole==1.2.1), no options, URLs or markers")
+        return v
+
+    @field_validator("member")
+    @classmethod
+    def _wheel_member(cls, v: str | None) -> str | None:
+        if v is not None and (not MEMBER_RE.match(v) or ".." in v.split("/")):
+            raise ValueError(f"member {v[:80]!r} must be a relative path inside the wheel "
+                             "(no leading '/', no '..')")
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise ValueError(f"size must be a positive number of bytes, not {v}")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, v: str | None) -> str | None:
+        if v is not None and not SHA256_RE.match(v.lower()):
+            raise ValueError(f"sha256 {v[:80]!r} must be 64 hex digits")
+        return None if v is None else v.lower()
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> Source:
+        need = ("url",) if self.kind == "url" else ("requirement", "member")
+        other = ("requirement", "member") if self.kind == "url" else ("url",)
+        if missing := [k for k in need if getattr(self, k) is None]:
+            raise ValueError(f"kind {self.kind!r} needs {' and '.join(missing)}")
+        if extra := [k for k in other if getattr(self, k) is not None]:
+            raise ValueError(f"kind {self.kind!r} takes no {' or '.join(extra)}")
+        return self
 
     @property
     def label(self) -> str:
@@ -109,7 +180,12 @@ def _load(path: Path, mtime: float) -> dict[str, DatasetSpec]:
         except ValidationError as exc:
             err = exc.errors()[0]
             key = ".".join([name, *(str(p) for p in err["loc"])])
-            what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].lower()
+            if err["type"] == "extra_forbidden":
+                what = "unknown key"
+            elif err["type"] == "value_error":  # our validators' own sentence, as written
+                what = str(err.get("ctx", {}).get("error", err["msg"]))
+            else:
+                what = err["msg"].lower()
             raise MatrrecError(f"{path}: {what}: {key}") from None
         if not specs[name].sources:
             raise MatrrecError(f"{path}: {name}.sources is empty")
@@ -153,7 +229,14 @@ def training_defaults(name: str, data_dir: Path | str | None = None) -> Training
     if data_dir is not None:
         meta = Path(data_dir) / name / "meta.json"
         if meta.exists():
-            t = json.loads(meta.read_text()).get("training") or {}
-            if "max_len" in t and "dropout" in t:
-                return TrainingDefaults(max_len=int(t["max_len"]), dropout=float(t["dropout"]))
+            try:
+                t = json.loads(meta.read_text()).get("training") or {}
+                if "max_len" in t and "dropout" in t:
+                    return TrainingDefaults(max_len=int(t["max_len"]),
+                                            dropout=float(t["dropout"]))
+            except (OSError, ValueError, TypeError, AttributeError):
+                from matrrec_cli.data.prepared import prepare_command
+
+                raise MatrrecError(f"{meta} is corrupt; run `{prepare_command(name, data_dir)}`"
+                                   " to rebuild it") from None
     return GENERIC_DEFAULTS
