@@ -122,7 +122,7 @@ def test_malformed_files_fail_with_one_line(tmp_path: Path, capsys, content: str
 @pytest.mark.parametrize(("args", "message"), [
     (["import", "ml-100k", "--format", "seq"], "registered dataset"),
     (["import", "a/b", "--format", "seq"], "use letters, digits"),
-    (["import", "x", "--format", "xml"], "--format must be one of"),
+    (["import", "x", "--format", "xml"], "'xml' is not one of"),
 ])
 def test_bad_arguments_exit_2(files, capsys, args: list[str], message: str) -> None:
     assert _run([*args, "--from-file", str(files["seq"])]) == 2
