@@ -99,10 +99,37 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-# Adam schedule per model (steps, lr, batch size); 40 full-batch steps unless listed. NextItNet
-# (faithful read-out at slot L-1, i.e. from the pads after short histories) and SINE (no order
-# information but what leaks through the unmasked pads) need more steps to generalise.
-SCHEDULE = {"nextitnet": (100, 5e-3, 64), "sine": (100, 1e-2, 256)}
+# Adam schedule and pass marks per model: (steps, lr, batch size, max loss ratio, min Recall@10);
+# the test asks losses[-1] < max_ratio * losses[0] and Recall@10 >= min_recall on the 48 held-out
+# rows (one row = 0.021). NextItNet (faithful read-out at slot L-1, i.e. from the pads after short
+# histories) and SINE (no order information but what leaks through the unmasked pads) need more
+# steps to generalise, and BERT4Rec's masked loss needs more than 40 to halve.
+# The marks come from the worst of 16 draws per model: init seeds 0..7 (build(name, seed=s)) x
+# torch threads 1 and 2, schedules as below (another CPU is like another draw: an AMD EPYC gave
+# SINE seed 0 a ratio of 0.5006 where this Xeon gives 0.4901). Margin kept: max_ratio >= 1.2x the
+# worst ratio, min_recall >= 3 rows below the worst recall. A model that learns nothing (lr=0)
+# has a ratio of 0.98..1.03 and Recall@10 <= 0.52 (seeds 0..7), so every mark fails it:
+# test_the_marks_fail_a_model_that_learns_nothing.
+#               worst ratio  worst Recall@10   (measured on an Intel Xeon, torch 2.13.0+cpu)
+#   gru4rec        0.0001      1.000
+#   narm           0.0156      1.000
+#   sasrec         0.0019      1.000
+#   nextitnet      0.0418      0.812   (9 of 16 draws were under the old 0.9)
+#   bert4rec       0.3453      0.917   (40 steps: 0.4818 at seed 0, 4 % under the 0.5 mark)
+#   sine           0.5634      0.896   (9 of 16 draws failed the old 0.5 / 0.9; 150 steps
+#                                       gave 0.5303 / 0.896: not worth 1.5x the time)
+#   core           0.2390      1.000
+#   mamba4rec      0.0026      1.000   (20 steps; 40 gave 0.0003 in twice the time)
+SCHEDULE: dict[str, tuple[int, float, int, float, float]] = {
+    "gru4rec": (40, 1e-2, 256, 0.5, 0.9),
+    "narm": (40, 1e-2, 256, 0.5, 0.9),
+    "sasrec": (40, 1e-2, 256, 0.5, 0.9),
+    "nextitnet": (100, 5e-3, 64, 0.5, 0.7),
+    "bert4rec": (80, 1e-2, 256, 0.5, 0.85),
+    "sine": (100, 1e-2, 256, 0.7, 0.8),
+    "core": (40, 1e-2, 256, 0.5, 0.9),
+    "mamba4rec": (20, 1e-2, 256, 0.5, 0.9),
+}
 
 
 # --- every model ------------------------------------------------------------------------------
@@ -124,15 +151,29 @@ def test_registered_and_one_training_step_changes_the_parameters(name: str) -> N
 
 @pytest.mark.parametrize("name", NAMES)
 def test_learns_a_deterministic_pattern(name: str) -> None:
-    """Loss falls over the passes, and held-out (history -> next) rows reach Recall@10 >= 0.9."""
+    """Loss falls over the passes, and held-out (history -> next) rows reach the model's Recall@10
+    mark (SCHEDULE)."""
     model = build(name)
     train, test = perm_data()
     before = recall_at_10(model, test)
-    steps, lr, batch_size = SCHEDULE.get(name, (40, 1e-2, 256))
+    steps, lr, batch_size, max_ratio, min_recall = SCHEDULE[name]
     losses = fit(model, train, steps=steps, lr=lr, batch_size=batch_size)
-    assert losses[-1] < 0.5 * losses[0], losses
+    assert losses[-1] < max_ratio * losses[0], losses
     after = recall_at_10(model, test)
-    assert after >= 0.9, (before, after)
+    assert after >= min_recall, (before, after)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_marks_fail_a_model_that_learns_nothing(name: str) -> None:
+    """Two passes at lr=0 (the parameters never move) miss both marks."""
+    model = build(name)
+    train, test = perm_data()
+    _, _, batch_size, max_ratio, min_recall = SCHEDULE[name]
+    losses = fit(model, train, steps=2 * math.ceil(train.item_seq.size(0) / batch_size), lr=0.0,
+                 batch_size=batch_size)
+    assert len(losses) == 2
+    assert not losses[-1] < max_ratio * losses[0], losses
+    assert recall_at_10(model, test) < min_recall
 
 
 @pytest.mark.parametrize("name", ["gru4rec", "sasrec", "mamba4rec", "nextitnet"])

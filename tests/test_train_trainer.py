@@ -80,7 +80,9 @@ def test_same_seed_same_metrics_and_records(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(r1, r2)
     assert set(r1["split"]) == {"valid", "test"}
     assert len(r1) == 2 * 60
-    assert m1["test"]["ndcg@10"] > 0.1  # it learns the cycle (random would be ~0.03)
+    # it learns the cycle (random would be ~0.03); measured over seeds 2020-2025 at 1 and 2
+    # threads: 0.798-0.826, so the mark has an 8x margin
+    assert m1["test"]["ndcg@10"] > 0.1
     hist = [json.loads(x) for x in (d1 / runs.HISTORY).read_text().splitlines()]
     assert [h["epoch"] for h in hist] == list(range(1, 7))
     for name in (runs.CONFIG, runs.ENV, runs.BEST, runs.LAST, runs.METRICS):
@@ -96,7 +98,7 @@ def test_same_seed_same_metrics_and_records(tmp_path: Path) -> None:
 def test_all_objective_trains(tmp_path: Path) -> None:
     m, _ = run(tiny_config(tmp_path, objective="all"))
     assert m["objective"] == "all"
-    assert m["test"]["ndcg@10"] > 0.1
+    assert m["test"]["ndcg@10"] > 0.1  # seeds 2020-2025, 1 and 2 threads: 0.58-0.74
 
 
 class _Interrupt(Exception):
@@ -282,6 +284,7 @@ def test_bucket_by_length_resume_matches_and_learns(tmp_path: Path) -> None:
     assert resumed["test_full"] == full["test_full"]
     plain, _ = run(tiny_config(tmp_path, batch_size=16))
     assert full["test_full"] != plain["test_full"]  # another batch composition
+    # bucketed / plain NDCG@10 over seeds 2020-2025 at 1 and 2 threads: 0.971-1.003
     assert full["test_full"]["ndcg@10"] > 0.5 * plain["test_full"]["ndcg@10"]
 
 
