@@ -648,8 +648,8 @@ def test_real_pip_reads_an_option_like_requirement_as_a_requirement(tmp_path):
     """Even past the registry check, `-r URL` after `--` is not an option to pip: it fails to
     parse as a requirement and nothing is fetched from the URL."""
     from matrrec_cli.data import pypi
-    from matrrec_cli.data.download import SourceFailed
     from matrrec_cli.data.registry import Source
+    from matrrec_cli.data.verify import SourceFailed
 
     site = Site(files={"/reqs.txt": b"--index-url http://127.0.0.1:9/simple\nrecbole\n"})
     with serve(site):

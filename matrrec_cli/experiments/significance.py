@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from matrrec_cli.errors import MatrrecError, warn
+from matrrec_cli.experiments.table2 import Selection
 from matrrec_cli.train import runs
-from matrrec_cli.train.report import Selection
 
 ALPHA = 0.01
 OURS = "matrrec"
@@ -101,7 +101,7 @@ def significance(results_dir: str | Path, datasets: list[str] | None = None,
     the runs Table 2 uses (`selection`, see report.candidates)."""
     from scipy import stats
 
-    from matrrec_cli.train.report import chosen_runs
+    from matrrec_cli.experiments.table2 import chosen_runs
 
     chosen = chosen_runs(results_dir, datasets, selection=selection)
     cache: dict[Path, pd.Series] = {}
