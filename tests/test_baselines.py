@@ -277,7 +277,7 @@ def test_bert4rec_masking_scheme() -> None:
     torch.manual_seed(0)
     last_only, masked_frac = 0, []
     for _ in range(60):
-        out, trained = model.mask_history(seq, lengths)
+        out, trained = model.mask_items(seq, lengths)
         masked = out == model.mask_token
         assert not (masked & (seq == 0)).any()
         assert not trained[:, 0].any()

@@ -104,7 +104,7 @@ def test_resume_hint() -> None:
 def fake_data(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from matrrec_cli.train.samples import build_sequences, split
+    from matrrec_cli.data.split import build_sequences, split
 
     df = synthetic_interactions(n_users=30, max_len=20)
     monkeypatch.setattr(pipeline, "dataset_defaults",

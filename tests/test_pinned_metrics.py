@@ -26,10 +26,10 @@ import pytest
 import torch
 from test_train_tiny import synthetic_interactions
 
+from matrrec_cli.data.split import build_sequences, split
 from matrrec_cli.train.config import resolve
 from matrrec_cli.train.pipeline import model_builder
 from matrrec_cli.train.progress import Reporter
-from matrrec_cli.train.samples import build_sequences, split
 from matrrec_cli.train.trainer import fit
 
 GOLDEN = Path(__file__).parent / "golden" / "short_runs.json"

@@ -12,11 +12,11 @@ import pytest
 from test_train_tiny import synthetic_interactions
 
 from matrrec_cli.cli import main
+from matrrec_cli.data.split import build_sequences, split
 from matrrec_cli.errors import UsageError
 from matrrec_cli.io import write_json
 from matrrec_cli.train import pipeline, runs
 from matrrec_cli.train.config import TrainConfig
-from matrrec_cli.train.samples import build_sequences, split
 
 
 @pytest.fixture

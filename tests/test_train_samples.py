@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from test_train_tiny import synthetic_interactions
 
+from matrrec_cli.data.split import build_sequences, history_mask_indices, split
 from matrrec_cli.errors import MatrrecError
-from matrrec_cli.train.samples import build_sequences, history_mask_indices, make_batch, split
+from matrrec_cli.train.samples import make_batch
 
 
 def _by_user(df: pd.DataFrame) -> dict[int, list[int]]:

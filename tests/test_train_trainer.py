@@ -18,12 +18,13 @@ import pytest
 import torch
 from test_train_tiny import TinyConfig, TinyGRU, synthetic_interactions
 
+from matrrec_cli.data.split import build_sequences, split
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.train import runs
 from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.evaluate import evaluate
 from matrrec_cli.train.progress import Reporter
-from matrrec_cli.train.samples import build_sequences, epoch_batches, split
+from matrrec_cli.train.samples import epoch_batches
 from matrrec_cli.train.trainer import early_stopping, fit, load_checkpoint
 
 TESTS = Path(__file__).resolve().parent

@@ -27,12 +27,12 @@ LENGTH_LABELS = ("<=5", "6-10", "11-20", "21-50", ">50")
 def user_features(dataset: str, data_dir: str | Path) -> pd.DataFrame:
     """user -> history length before the test item and the test target's train popularity."""
     from matrrec_cli.data.prepared import load_interactions, load_meta
-    from matrrec_cli.train.samples import build_sequences, known_positions
+    from matrrec_cli.data.split import MIN_ITEMS, build_sequences, known_positions
 
     seqs = build_sequences(load_interactions(dataset, Path(data_dir)),
                            n_items=int(load_meta(dataset, Path(data_dir))["n_items"]) + 1)
     lo, hi = seqs.offsets[:-1], seqs.offsets[1:]
-    ok = (hi - lo) >= 3
+    ok = (hi - lo) >= MIN_ITEMS
     lo, hi, users = lo[ok], hi[ok], seqs.users[ok]
     counts = np.bincount(seqs.items[known_positions(seqs.offsets, held_out=2)],
                          minlength=seqs.n_items)

@@ -42,11 +42,12 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from matrrec_cli.data.split import split
     from matrrec_cli.experiments.runner import RunSpec, resolve_spec
     from matrrec_cli.experiments.synthetic import synthetic_sequences, table1_counts
     from matrrec_cli.train import pipeline
     from matrrec_cli.train.evaluate import evaluate
-    from matrrec_cli.train.samples import epoch_batches, make_batch, split, trimmed_width
+    from matrrec_cli.train.samples import epoch_batches, make_batch, trimmed_width
     from matrrec_cli.train.trainer import resolve_device, seed_everything
 
     spec = RunSpec(dataset=cell["dataset"], model=cell["model"],

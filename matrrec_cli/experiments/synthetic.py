@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from matrrec_cli.data.split import Sequences
 from matrrec_cli.errors import MatrrecError
-from matrrec_cli.train.samples import Sequences
 
 MIN_LEN = 5  # the 5-core lower bound on user history
 

@@ -68,6 +68,10 @@ class SequentialRecommender(nn.Module):
     #: once instead of running epochs of gradient steps.
     trainable: ClassVar[bool] = True
 
+    def fit_data(self, items: Any, offsets: Any, *, split: str) -> None:
+        """Take what is known from the data before `split`'s targets (CSR items/offsets). Count
+        models count here; a trained model's state is its weights, so this does nothing."""
+
     def __init__(self, *, n_items: int, max_len: int, config: Any) -> None:
         super().__init__()
         self.n_items = n_items

@@ -110,7 +110,7 @@ class BERT4Rec(SequentialRecommender):
         seq, read = self.eval_input(item_seq, lengths)
         return gather_last(self.forward(seq), read + 1)  # gather_last reads at (read+1)-1
 
-    def mask_history(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> tuple[
+    def mask_items(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> tuple[
             torch.Tensor, torch.Tensor]:
         """RecBole's MaskItemSeq: (masked sequence (B, L), trained slots (B, L) bool)."""
         cfg = self.config
@@ -131,7 +131,7 @@ class BERT4Rec(SequentialRecommender):
 
     def calculate_loss(self, batch: SeqBatch) -> torch.Tensor:
         """Masked-item CE on the history; batch.target / targets are not used."""
-        seq, trained = self.mask_history(batch.item_seq, batch.lengths)
+        seq, trained = self.mask_items(batch.item_seq, batch.lengths)
         h = self.forward(seq)[trained]  # (N, D)
         if h.size(0) == 0:
             return self.output_bias.sum() * 0.0  # no trained slot in this batch

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from matrrec_cli.data.split import known_positions
 from matrrec_cli.models.base import gather_last
 from matrrec_cli.models.pop import Pop, PopConfig, held_out
-from matrrec_cli.train.samples import known_positions
 
 
 @dataclasses.dataclass

@@ -17,9 +17,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from matrrec_cli.data.split import known_positions
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.models.base import SeqBatch, SequentialRecommender
-from matrrec_cli.train.samples import known_positions
 
 
 @dataclasses.dataclass
@@ -36,6 +36,7 @@ def held_out(config: PopConfig, split: str) -> int:
 class Pop(SequentialRecommender):
     Config = PopConfig
     trainable: ClassVar[bool] = False
+    supports_all_objective: ClassVar[bool] = False  # nothing trains, so no training objective
 
     def __init__(self, *, n_items: int, max_len: int, config: PopConfig) -> None:
         super().__init__(n_items=n_items, max_len=max_len, config=config)

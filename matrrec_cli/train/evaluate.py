@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from matrrec_cli.data.split import SplitData, history_mask_indices
 from matrrec_cli.models.base import SequentialRecommender
 from matrrec_cli.train.metrics import metrics_from_ranks, ranks_from_scores
-from matrrec_cli.train.samples import SplitData, history_mask_indices, make_batch
+from matrrec_cli.train.samples import make_batch
 
 EVAL_BATCH_SIZE = 4096  # RecBole's eval_batch_size (protocol §5)
 # Users per length bucket: small enough that a bucket's lengths are close, large enough that the

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from matrrec_cli.data.split import SplitData, build_sequences, split
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.train import runs
 from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.progress import Reporter
-from matrrec_cli.train.samples import SplitData, build_sequences, split
 
 
 def dataset_defaults(name: str, data_dir: str | Path) -> Any:
@@ -102,9 +102,9 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
     dev = resolve_device(device or "auto")
     model = model_builder(cfg, data.seqs.n_items)().to(dev)
     restore(model, load_checkpoint(run_dir / runs.BEST)["model"], run_dir / runs.BEST)
-    if not model.trainable:  # count models: the counts known before this split (see pop.py)
-        model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
-        model.to(dev)
+    # count models: the counts known before this split (see pop.py); a no-op for trained ones
+    model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
+    model.to(dev)
     res = evaluate(model, data, split=split_name, device=dev,
                    batch_size=batch_size or cfg.eval_batch_size, mask_history=cfg.mask_history,
                    bucket=cfg.bucket_by_length)

@@ -1,161 +1,14 @@
-"""Training and evaluation samples from the prepared interactions (protocol §2.6–2.7).
+"""Batches from the leave-one-out samples (data/split.py): right-padded histories as tensors, and
+each epoch's batch order (RecBole's loader, or length-bucketed)."""
 
-Every user's chronological items sit in one flat array with CSR offsets. A sample is a pair of
-indices (a, b) into that array: the history is items[a:b] (at most L items, the most recent ones)
-and, for the "prefix" objective, the target is items[b]. Samples are numpy index arrays built
-without any per-sample Python object; a batch is materialised by one vectorised gather.
-
-Leave-one-out split of a user with items s_1..s_n (protocol §2.7):
-  train targets s_2..s_{n-2}, valid (s_1..s_{n-2} -> s_{n-1}), test (s_1..s_{n-1} -> s_n),
-so the test history contains the valid item. Users with fewer than 3 items cannot be split and
-are left out (never the case on 5-core data).
-
-Objective "all" (one row per window instead of one per target): a row is inputs items[a:b] and
-targets items[a+1:b+1], i.e. the next item at every position. A user whose train targets do not
-fit in one row of L positions gets several rows: windows of L targets tiled backwards from the most
-recent train target, so every train target is trained on exactly once; inside a window the history
-starts at the window's first item (the oldest window starts at s_1, like "prefix"). Targets in a
-later window therefore see up to L-1 fewer items of context than under "prefix".
-"""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
-import pandas as pd
 import torch
 
-from matrrec_cli.errors import MatrrecError
+from matrrec_cli.data.split import Samples, SplitData
 from matrrec_cli.models.base import SeqBatch
-
-
-@dataclasses.dataclass(frozen=True)
-class Sequences:
-    """All users' chronological items in CSR form."""
-
-    items: np.ndarray  # (N,) int64, item ids 1..n_items-1
-    offsets: np.ndarray  # (U+1,) int64, user u's items are items[offsets[u]:offsets[u+1]]
-    users: np.ndarray  # (U,) int64, the user id of each CSR row
-    n_items: int  # real items + 1 (padding id 0), what models take
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-
-def build_sequences(df: pd.DataFrame, *, n_items: int | None = None) -> Sequences:
-    """CSR sequences from a (user, item, timestamp) frame whose rows are chronological per user.
-
-    The stable sort by user keeps each user's rows in the order given (the prepared data already
-    holds the (user, float32 time, file row) order of protocol §2.5).
-    """
-    missing = {"user", "item"} - set(df.columns)
-    if missing:
-        raise MatrrecError(f"interactions lack column(s) {', '.join(sorted(missing))}")
-    user = df["user"].to_numpy(dtype=np.int64)
-    item = df["item"].to_numpy(dtype=np.int64)
-    if len(item) == 0:
-        raise MatrrecError("the interaction table is empty")
-    if item.min() < 1:
-        raise MatrrecError("item ids must be 1..n (0 is the padding id)")
-    order = np.argsort(user, kind="stable")
-    user, item = user[order], item[order]
-    users, counts = np.unique(user, return_counts=True)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    n = int(item.max()) + 1 if n_items is None else n_items
-    if item.max() >= n:
-        raise MatrrecError(f"item id {int(item.max())} does not fit n_items={n}")
-    return Sequences(items=item, offsets=offsets, users=users, n_items=n)
-
-
-@dataclasses.dataclass(frozen=True)
-class Samples:
-    """Index pairs: history items[a:b]; target items[b] ("prefix") or items[a+1:b+1] ("all")."""
-
-    a: np.ndarray  # (S,) int64
-    b: np.ndarray  # (S,) int64
-    user: np.ndarray  # (S,) int64 user id of each sample
-    start: np.ndarray  # (S,) int64 offset of the user's first item (for history masking)
-
-    def __len__(self) -> int:
-        return len(self.b)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """(S,) history length of each sample."""
-        return self.b - self.a
-
-    def take(self, idx: np.ndarray) -> Samples:
-        return Samples(a=self.a[idx], b=self.b[idx], user=self.user[idx], start=self.start[idx])
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitData:
-    """The leave-one-out split of protocol §2.7 for one max_len and objective."""
-
-    seqs: Sequences
-    train: Samples
-    valid: Samples
-    test: Samples
-    max_len: int
-    objective: str
-    dropped_users: int  # users with < 3 items, left out
-
-
-def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated aranges [starts[i], stops[i]) and the row i of each element, vectorised."""
-    counts = np.maximum(stops - starts, 0)
-    row = np.repeat(np.arange(len(starts)), counts)
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos = np.arange(counts.sum()) - np.repeat(first, counts) + np.repeat(starts, counts)
-    return pos.astype(np.int64), row
-
-
-def split(seqs: Sequences, *, max_len: int, objective: str = "prefix") -> SplitData:
-    """Leave-one-out samples with most-recent-`max_len` histories (protocol §2.6–2.7)."""
-    if max_len < 1:
-        raise MatrrecError(f"max_len must be at least 1, not {max_len}")
-    if objective not in ("prefix", "all"):
-        raise MatrrecError(f"objective must be prefix or all, not {objective!r}")
-    lo, hi = seqs.offsets[:-1], seqs.offsets[1:]
-    ok = (hi - lo) >= 3
-    lo, hi, users = lo[ok], hi[ok], seqs.users[ok]
-    if len(users) == 0:
-        raise MatrrecError("no user has the 3 interactions a leave-one-out split needs")
-
-    def eval_samples(b: np.ndarray) -> Samples:
-        return Samples(a=np.maximum(lo, b - max_len), b=b, user=users, start=lo)
-
-    valid, test = eval_samples(hi - 2), eval_samples(hi - 1)
-    if objective == "prefix":
-        # one sample per train target b in [lo+1, hi-3]; history is the most recent L items
-        b, row = _ranges(lo + 1, hi - 2)
-        a = np.maximum(lo[row], b - max_len)
-    else:
-        # windows of max_len targets tiled back from the last train target (see module doc)
-        n_targets = np.maximum(hi - 2 - (lo + 1), 0)
-        n_windows = -(-n_targets // max_len)  # ceil
-        w, row = _ranges(np.zeros_like(n_windows), n_windows)  # window index within the user
-        b = (hi[row] - 3) - w * max_len  # index of the window's last target
-        a = np.maximum(lo[row], b - max_len)
-        b = b.astype(np.int64)
-    train = Samples(a=a, b=b, user=users[row], start=lo[row])
-    return SplitData(seqs=seqs, train=train, valid=valid, test=test, max_len=max_len,
-                     objective=objective, dropped_users=int((~ok).sum()))
-
-
-def known_positions(offsets: np.ndarray, held_out: int) -> np.ndarray:
-    """Boolean mask over the flat item array: True except for the last `held_out` items of each
-    user (2 before validation, 1 before the test); users with fewer than 3 items are left out
-    of the split and contribute nothing."""
-    n = int(offsets[-1])
-    lo, hi = offsets[:-1], offsets[1:]
-    ok = (hi - lo) >= 3
-    diff = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(diff, lo[ok], 1)
-    np.add.at(diff, hi[ok] - held_out, -1)
-    return np.cumsum(diff[:-1]) > 0
 
 
 def _gather(
@@ -226,10 +79,3 @@ def epoch_batches(n: int, batch_size: int, gen: torch.Generator, *,
     return [batches[i] for i in order]
 
 
-def history_mask_indices(data: SplitData, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
-    """(row, item) pairs of every item each sample's user saw before its target (full history,
-    not only the last L), excluding the target item itself so a repeat stays rankable."""
-    pos, row = _ranges(samples.start, samples.b)
-    item = data.seqs.items[pos]
-    keep = item != data.seqs.items[samples.b][row]
-    return row[keep], item[keep]

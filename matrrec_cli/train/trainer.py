@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from matrrec_cli.data.split import SplitData
 from matrrec_cli.env import environment
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.io import atomic_open, atomic_path, write_json
@@ -41,7 +42,7 @@ from matrrec_cli.train.device import resolve_device
 from matrrec_cli.train.evaluate import evaluate, ranks_frame
 from matrrec_cli.train.metrics import rounded
 from matrrec_cli.train.progress import Reporter
-from matrrec_cli.train.samples import SplitData, epoch_batches, make_batch
+from matrrec_cli.train.samples import epoch_batches, make_batch
 
 VALID_METRIC = "ndcg@10"  # RecBole valid_metric
 # Test hook, "EPOCH:SECONDS": after that epoch's checkpoint, say so on stderr and sleep, so a test
