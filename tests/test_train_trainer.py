@@ -21,11 +21,12 @@ from test_train_tiny import TinyConfig, TinyGRU, synthetic_interactions
 from matrrec_cli.data.split import build_sequences, split
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.train import runs
+from matrrec_cli.train.checkpoint import load_checkpoint
 from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.evaluate import evaluate
 from matrrec_cli.train.progress import Reporter
 from matrrec_cli.train.samples import epoch_batches
-from matrrec_cli.train.trainer import early_stopping, fit, load_checkpoint
+from matrrec_cli.train.trainer import early_stopping, fit
 
 TESTS = Path(__file__).resolve().parent
 

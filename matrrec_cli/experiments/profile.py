@@ -43,19 +43,21 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from matrrec_cli.data.split import split
-    from matrrec_cli.experiments.runner import RunSpec, resolve_spec
+    from matrrec_cli.experiments.runner import DEFAULT_SEED, RunSpec, resolve_spec
     from matrrec_cli.experiments.synthetic import synthetic_sequences, table1_counts
     from matrrec_cli.train import pipeline
+    from matrrec_cli.train.checkpoint import seed_everything
+    from matrrec_cli.train.device import resolve_device
     from matrrec_cli.train.evaluate import evaluate
     from matrrec_cli.train.samples import epoch_batches, make_batch, trimmed_width
-    from matrrec_cli.train.trainer import resolve_device, seed_everything
 
     spec = RunSpec(dataset=cell["dataset"], model=cell["model"],
                    cli=(("max_len", cell["max_len"]), ("objective", "prefix"),
                         ("preset", cell.get("preset", "paper"))),
                    sets=tuple(cell.get("sets", ())))
-    cfg = resolve_spec(spec, seed=2020, device=cell["device"], data_dir=Path(cell["data_dir"]),
-                       results_dir=Path("results"), prepared=not cell["synthetic"])
+    cfg = resolve_spec(spec, seed=DEFAULT_SEED, device=cell["device"],
+                       data_dir=Path(cell["data_dir"]), results_dir=Path("results"),
+                       prepared=not cell["synthetic"])
     if cell["synthetic"]:
         data = split(synthetic_sequences(*table1_counts(cfg.dataset, cfg.data_dir)),
                      max_len=cfg.max_len, objective="prefix")

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from matrrec_cli.errors import MatrrecError, UsageError
+from matrrec_cli.train.config import TRAINER_DEFAULTS
 
-DEFAULT_SEED = 2020
+DEFAULT_SEED = TRAINER_DEFAULTS["seed"]  # RecBole's seed, declared once in train/config.py
 
 
 @dataclasses.dataclass(frozen=True)

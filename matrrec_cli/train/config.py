@@ -21,7 +21,7 @@ import json
 import math
 from typing import Any
 
-from matrrec_cli.errors import MatrrecError, UsageError
+from matrrec_cli.errors import UsageError
 
 DEFAULT = "default"
 DATASETS_TOML = "datasets.toml"
@@ -229,13 +229,3 @@ def resolve(
         weight_decay=float(values["weight_decay"]), tag=str(values["tag"]),
         bucket_by_length=bool(values["bucket_by_length"]),
     )
-
-
-def check_known(cfg: TrainConfig) -> None:
-    """Raise if a stored config names a model whose settings no longer validate."""
-    from matrrec_cli.models import make_config
-
-    try:
-        make_config(cfg.model, cfg.model_config)
-    except MatrrecError as exc:
-        raise MatrrecError(f"stored configuration no longer valid: {exc}") from None

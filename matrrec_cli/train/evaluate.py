@@ -19,10 +19,10 @@ import torch
 
 from matrrec_cli.data.split import SplitData, history_mask_indices
 from matrrec_cli.models.base import SequentialRecommender
+from matrrec_cli.train.config import TRAINER_DEFAULTS
 from matrrec_cli.train.metrics import metrics_from_ranks, ranks_from_scores
 from matrrec_cli.train.samples import make_batch
 
-EVAL_BATCH_SIZE = 4096  # RecBole's eval_batch_size (protocol §5)
 # Users per length bucket: small enough that a bucket's lengths are close, large enough that the
 # per-batch overhead and the (B, n_items) score matmul stay efficient.
 EVAL_BUCKET = 256
@@ -43,7 +43,7 @@ def evaluate(
     *,
     split: str,
     device: torch.device | str = "cpu",
-    batch_size: int = EVAL_BATCH_SIZE,
+    batch_size: int = TRAINER_DEFAULTS["eval_batch_size"],
     mask_history: bool = False,
     bucket: bool = False,
 ) -> EvalResult:

@@ -16,9 +16,6 @@ import numpy as np
 import torch
 
 TOPK = (5, 10, 20)  # the paper's cut-offs
-METRIC_NAMES = (
-    *(f"recall@{k}" for k in TOPK), *(f"ndcg@{k}" for k in TOPK), "mrr@10",
-)
 DECIMALS = 4  # RecBole's metric_decimal_place
 
 

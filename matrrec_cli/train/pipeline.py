@@ -86,10 +86,10 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
     """Reload best.pt of a run and recompute one split's metrics; compare with the stored ones."""
     from dataclasses import replace
 
+    from matrrec_cli.train.checkpoint import load_checkpoint, restore
     from matrrec_cli.train.device import resolve_device
     from matrrec_cli.train.evaluate import evaluate
     from matrrec_cli.train.metrics import rounded
-    from matrrec_cli.train.trainer import load_checkpoint, restore
 
     run_dir = Path(run_dir)
     cfg, stored = runs.load_run(run_dir)

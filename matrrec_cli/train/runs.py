@@ -92,34 +92,30 @@ def read_json(path: Path) -> Any:
         raise MatrrecError(f"cannot read {path}: {exc}") from None
 
 
-def find_unfinished(cfg: TrainConfig) -> Path | None:
-    """The newest run of the same configuration that has no metrics.json yet."""
+def _runs_of(cfg: TrainConfig) -> Iterator[Path]:
+    """Run directories of exactly `cfg` (the config hash recorded in their config.json), newest
+    first: the one rule by which finished and unfinished runs are found."""
     root = runs_root(cfg.results_dir, cfg.dataset, cfg.model)
     if not root.is_dir():
-        return None
+        return
     want = cfg.config_hash()
     for path in sorted(root.iterdir(), key=lambda p: p.name, reverse=True):
-        conf = path / CONFIG
-        if (path / METRICS).exists() or not conf.exists():
-            continue
         try:
-            if json.loads(conf.read_text()).get("config_hash") == want:
-                return path
-        except (OSError, json.JSONDecodeError):
+            recorded = json.loads((path / CONFIG).read_text()).get("config_hash")
+        except (OSError, ValueError, AttributeError):  # not a run, or a torn record
             continue
-    return None
+        if recorded == want:
+            yield path
+
+
+def find_unfinished(cfg: TrainConfig) -> Path | None:
+    """The newest run of the same configuration that has no metrics.json yet."""
+    return next((p for p in _runs_of(cfg) if not (p / METRICS).exists()), None)
 
 
 def find_finished(cfg: TrainConfig) -> Path | None:
     """The newest finished run (metrics.json present) of exactly this configuration and seed."""
-    root = runs_root(cfg.results_dir, cfg.dataset, cfg.model)
-    if not root.is_dir():
-        return None
-    want = cfg.config_hash()
-    for path in sorted(root.iterdir(), key=lambda p: p.name, reverse=True):
-        if want in path.name and (path / METRICS).exists():
-            return path
-    return None
+    return next((p for p in _runs_of(cfg) if (p / METRICS).exists()), None)
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any] | None]:

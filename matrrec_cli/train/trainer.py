@@ -21,14 +21,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from matrrec_cli.data.split import SplitData
@@ -37,6 +35,16 @@ from matrrec_cli.errors import MatrrecError
 from matrrec_cli.io import atomic_open, atomic_path, write_json
 from matrrec_cli.models.base import SequentialRecommender
 from matrrec_cli.train import runs
+from matrrec_cli.train.checkpoint import (
+    LAST_KEYS,
+    REBUILD,
+    load_checkpoint,
+    restore,
+    rng_state,
+    save,
+    seed_everything,
+    set_rng_state,
+)
 from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.device import resolve_device
 from matrrec_cli.train.evaluate import evaluate, ranks_frame
@@ -48,80 +56,6 @@ VALID_METRIC = "ndcg@10"  # RecBole valid_metric
 # Test hook, "EPOCH:SECONDS": after that epoch's checkpoint, say so on stderr and sleep, so a test
 # can SIGKILL the process at a known point mid-training.
 PAUSE_ENV = "MATRREC_PAUSE_AFTER_CHECKPOINT"
-
-
-def seed_everything(seed: int) -> None:
-    """RecBole's init_seed: python, numpy, torch (and CUDA) seeded; deterministic cuDNN."""
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 -- the legacy global RNG is what RecBole seeds
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-
-
-def _rng_state(gen: torch.Generator) -> dict[str, Any]:
-    kind, key, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
-    return {
-        "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "shuffle": gen.get_state(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, key, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    gen.set_state(state["shuffle"])
-
-
-def _save(obj: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-LAST_KEYS = ("model", "optimizer", "epoch", "early_stopping", "history", "elapsed", "rng",
-             "config_hash")
-
-
-def load_checkpoint(path: Path, keys: tuple[str, ...] = ("model",)) -> dict[str, Any]:
-    """A checkpoint with at least `keys`, loaded as data (weights_only: never code); anything
-    unreadable is one error that names the file and what to do."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise MatrrecError(f"{path} is missing; train the run again (matrrec train)") from None
-    except Exception as exc:  # torn write, random bytes, a pickle that is not plain data
-        raise MatrrecError(f"{path} is corrupt ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); "
-                           f"{_REBUILD.get(path.name, 'train it again')}") from None
-    missing = [k for k in keys if not isinstance(ck, dict) or k not in ck]
-    if missing:
-        raise MatrrecError(f"{path} is corrupt (no {', '.join(missing)}); "
-                           f"{_REBUILD.get(path.name, 'train it again')}")
-    return ck
-
-
-_REBUILD = {  # what a user does about a bad checkpoint, by file name
-    "last.pt": "delete it and train without --resume (the run starts over)",
-    "best.pt": "delete the run directory and train it again",
-}
-
-
-def restore(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
-    """load_state_dict, with a wrong or mismatched state as one error naming the file."""
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-        raise MatrrecError(f"{path} does not fit this model ({str(exc).splitlines()[0][:120]}); "
-                           f"{_REBUILD.get(path.name, 'train it again')}") from None
 
 
 def mamba_backends(model: torch.nn.Module) -> list[str]:
@@ -174,10 +108,10 @@ def fit(
             optimizer.load_state_dict(ck["optimizer"])
             es, history = dict(ck["early_stopping"]), list(ck["history"])
             start_epoch, elapsed = int(ck["epoch"]), float(ck["elapsed"])
-            _set_rng_state(ck["rng"], gen)
+            set_rng_state(ck["rng"], gen)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise MatrrecError(f"{last_path} is corrupt ({type(exc).__name__}); "
-                               f"{_REBUILD[last_path.name]}") from None
+                               f"{REBUILD[last_path.name]}") from None
         reporter.note(f"resuming {run_dir} after epoch {start_epoch}")
     with atomic_open(run_dir / runs.HISTORY) as f:  # drop lines of epochs past the checkpoint
         f.writelines(json.dumps(h) + "\n" for h in history)
@@ -219,16 +153,16 @@ def fit(
             es, improved, stopped = early_stopping(es, score, epoch=epoch,
                                                    stopping_step=cfg.stopping_step)
             if improved:
-                _save({"model": model.state_dict(), "epoch": epoch, "valid_score": score,
+                save({"model": model.state_dict(), "epoch": epoch, "valid_score": score,
                        "config_hash": cfg.config_hash()}, run_dir / runs.BEST)
             elapsed += time.perf_counter() - t0
             record = {"epoch": epoch, "loss": total / n_batches, "valid": rounded(valid.metrics),
                       "valid_score": score, "improved": improved, "bad": es["bad"],
                       "seconds": round(time.perf_counter() - t0, 3)}
             history.append(record)
-            _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+            save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                    "early_stopping": es, "history": history, "elapsed": elapsed,
-                   "rng": _rng_state(gen), "config": cfg.to_dict(),
+                   "rng": rng_state(gen), "config": cfg.to_dict(),
                    "config_hash": cfg.config_hash()}, last_path)
             with open(run_dir / runs.HISTORY, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -254,7 +188,7 @@ def fit_counts(cfg: TrainConfig, data: SplitData, model: SequentialRecommender, 
         results.append(evaluate(model, data, split=split_name, device=device,
                                 batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history,
                                 bucket=cfg.bucket_by_length))
-    _save({"model": model.state_dict(), "epoch": 0, "config_hash": cfg.config_hash()},
+    save({"model": model.state_dict(), "epoch": 0, "config_hash": cfg.config_hash()},
           run_dir / runs.BEST)
     elapsed = time.perf_counter() - t0
     score = round(results[0].metrics[VALID_METRIC], 4)
