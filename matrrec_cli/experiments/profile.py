@@ -48,8 +48,9 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     from matrrec_cli.train import pipeline
     from matrrec_cli.train.checkpoint import seed_everything
     from matrrec_cli.train.device import resolve_device
-    from matrrec_cli.train.evaluate import evaluate
+    from matrrec_cli.train.evaluate import evaluate_split
     from matrrec_cli.train.samples import epoch_batches, make_batch, trimmed_width
+    from matrrec_cli.train.trainer import make_optimizer, train_step
 
     spec = RunSpec(dataset=cell["dataset"], model=cell["model"],
                    cli=(("max_len", cell["max_len"]), ("objective", "prefix"),
@@ -67,7 +68,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.seed)
     model = pipeline.model_builder(cfg, data.seqs.n_items)().to(device)
     if model.trainable:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt = make_optimizer(model, cfg)
         n_batches = -(-len(data.train) // cfg.batch_size)
         timed = min(n_batches, cell["max_batches"] or n_batches)
         lengths = data.train.lengths if cfg.bucket_by_length else None
@@ -90,11 +91,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
                 model.fit_data(data.seqs.items, data.seqs.offsets, split="test")
                 model.to(device)
                 continue
-            batch = make_batch(data, samples, trim=cfg.bucket_by_length).to(device)
-            loss = model.calculate_loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(model, opt, make_batch(data, samples, trim=cfg.bucket_by_length).to(device))
         _sync(device)
         return time.perf_counter() - t0
 
@@ -107,8 +104,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     def infer_pass() -> float:
         _sync(device)
         t0 = time.perf_counter()
-        evaluate(model, eval_part, split="test", device=device, batch_size=cfg.eval_batch_size,
-                 bucket=cfg.bucket_by_length)
+        evaluate_split(model, eval_part, cfg, split="test", device=device)
         _sync(device)
         return time.perf_counter() - t0
 

@@ -19,7 +19,7 @@ import torch
 
 from matrrec_cli.data.split import SplitData, history_mask_indices
 from matrrec_cli.models.base import SequentialRecommender
-from matrrec_cli.train.config import TRAINER_DEFAULTS
+from matrrec_cli.train.config import TRAINER_DEFAULTS, TrainConfig
 from matrrec_cli.train.metrics import metrics_from_ranks, ranks_from_scores
 from matrrec_cli.train.samples import make_batch
 
@@ -80,3 +80,11 @@ def ranks_frame(results: list[EvalResult]) -> pd.DataFrame:
          for r in results],
         ignore_index=True,
     )
+
+
+def evaluate_split(model: SequentialRecommender, data: SplitData, cfg: TrainConfig, *,
+                   split: str, device: torch.device | str) -> EvalResult:
+    """`evaluate` with the run's own evaluation settings (batch size, history masking,
+    length buckets): the one call the trainer, `matrrec evaluate` and profile share."""
+    return evaluate(model, data, split=split, device=device, batch_size=cfg.eval_batch_size,
+                    mask_history=cfg.mask_history, bucket=cfg.bucket_by_length)

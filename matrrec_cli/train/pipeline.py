@@ -88,7 +88,7 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
 
     from matrrec_cli.train.checkpoint import load_checkpoint, restore
     from matrrec_cli.train.device import resolve_device
-    from matrrec_cli.train.evaluate import evaluate
+    from matrrec_cli.train.evaluate import evaluate_split
     from matrrec_cli.train.metrics import rounded
 
     run_dir = Path(run_dir)
@@ -105,9 +105,9 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
     # count models: the counts known before this split (see pop.py); a no-op for trained ones
     model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
     model.to(dev)
-    res = evaluate(model, data, split=split_name, device=dev,
-                   batch_size=batch_size or cfg.eval_batch_size, mask_history=cfg.mask_history,
-                   bucket=cfg.bucket_by_length)
+    if batch_size is not None:
+        cfg = replace(cfg, eval_batch_size=batch_size)
+    res = evaluate_split(model, data, cfg, split=split_name, device=dev)
     out: dict[str, Any] = {"run_dir": str(run_dir), "split": split_name,
                            "metrics": rounded(res.metrics), "metrics_full": res.metrics,
                            "mask_history": cfg.mask_history}

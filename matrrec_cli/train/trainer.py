@@ -47,7 +47,7 @@ from matrrec_cli.train.checkpoint import (
 )
 from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.device import resolve_device
-from matrrec_cli.train.evaluate import evaluate, ranks_frame
+from matrrec_cli.train.evaluate import evaluate_split, ranks_frame
 from matrrec_cli.train.metrics import rounded
 from matrrec_cli.train.progress import Reporter
 from matrrec_cli.train.samples import epoch_batches, make_batch
@@ -62,6 +62,27 @@ def mamba_backends(model: torch.nn.Module) -> list[str]:
     """Backends the model's Mamba blocks actually ran ("torch" or "cuda"), if it has any."""
     return sorted({m.last_backend for m in model.modules()
                    if getattr(m, "last_backend", None) is not None})
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """RecBole's optimizer (protocol §3): Adam with the run's lr and weight decay; no schedule,
+    no clipping."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train_step(model: SequentialRecommender, optimizer: torch.optim.Optimizer, batch: Any, *,
+               where: str = "") -> float:
+    """One gradient step on `batch`; returns its loss. A non-finite loss stops training with an
+    error (`where` says where) before the step can spoil the weights. Shared by the trainer and
+    profile, so what profile times is what training does."""
+    loss = model.calculate_loss(batch)
+    value = loss.item()  # one host sync per batch serves the check, the total and the progress
+    if not math.isfinite(value):
+        raise MatrrecError(f"loss became {value} {where}; training stopped".replace("  ", " "))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return value
 
 
 def early_stopping(
@@ -93,7 +114,7 @@ def fit(
     model = build().to(device)
     if not model.trainable:
         return fit_counts(cfg, data, model, run_dir, device=device, reporter=reporter)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # the train loader's own shuffle generator
     es = {"best": -math.inf, "best_epoch": None, "bad": 0}
     history: list[dict[str, Any]] = []
@@ -132,22 +153,13 @@ def fit(
             for i, idx in enumerate(batches):
                 batch = make_batch(data, train.take(idx), objective=cfg.objective,
                                    trim=cfg.bucket_by_length).to(device)
-                loss = model.calculate_loss(batch)
-                # one host sync per batch serves the check, the total and the progress
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise MatrrecError(
-                        f"loss became {loss_value} at epoch {epoch + 1}, batch {i + 1}; training "
-                        f"stopped, the last good checkpoint is {last_path if epoch else 'none'}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss_value = train_step(
+                    model, optimizer, batch,
+                    where=f"at epoch {epoch + 1}, batch {i + 1}; the last good checkpoint is "
+                          f"{last_path if epoch else 'none'}")
                 total += loss_value
                 reporter.batch(loss=loss_value)
-            valid = evaluate(model, data, split="valid", device=device,
-                             batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history,
-                             bucket=cfg.bucket_by_length)
+            valid = evaluate_split(model, data, cfg, split="valid", device=device)
             score = round(valid.metrics[VALID_METRIC], 4)
             epoch += 1
             es, improved, stopped = early_stopping(es, score, epoch=epoch,
@@ -185,9 +197,7 @@ def fit_counts(cfg: TrainConfig, data: SplitData, model: SequentialRecommender, 
     for split_name in ("valid", "test"):
         model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
         model.to(device)
-        results.append(evaluate(model, data, split=split_name, device=device,
-                                batch_size=cfg.eval_batch_size, mask_history=cfg.mask_history,
-                                bucket=cfg.bucket_by_length))
+        results.append(evaluate_split(model, data, cfg, split=split_name, device=device))
     save({"model": model.state_dict(), "epoch": 0, "config_hash": cfg.config_hash()},
           run_dir / runs.BEST)
     elapsed = time.perf_counter() - t0
@@ -212,8 +222,7 @@ def finish(
     if es["best_epoch"] is None:
         raise MatrrecError("no epoch finished, so there is no best state to test; train longer")
     restore(model, load_checkpoint(run_dir / runs.BEST)["model"], run_dir / runs.BEST)
-    results = [evaluate(model, data, split=s, device=device, batch_size=cfg.eval_batch_size,
-                        mask_history=cfg.mask_history, bucket=cfg.bucket_by_length)
+    results = [evaluate_split(model, data, cfg, split=s, device=device)
                for s in ("valid", "test")]
     return write_results(cfg, data, run_dir, results, history=history, es=es, elapsed=elapsed,
                          stopped=stopped, device=device, model=model)
