@@ -11,6 +11,7 @@ import typer
 
 from matrrec_cli.commands.tables import DeviceOpt, ObjectiveOpt, PresetOpt, show
 from matrrec_cli.errors import MatrrecError
+from matrrec_cli.train.config import settable_help
 
 
 def _show_config(cfg: Any) -> None:
@@ -117,7 +118,8 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option(
             "--json", help="Print final metrics as one JSON object on stdout.")] = False,
         set_: Annotated[list[str] | None, typer.Option(
-            "--set", help="key=value for a model or trainer setting (repeatable).")] = None,
+            "--set", help="key=value for a model setting (matrrec models) or a trainer "
+                          f"setting, repeatable. Trainer keys: {settable_help()}.")] = None,
     ) -> None:
         """Train a model on a dataset, validate every epoch, test the best state.
 

@@ -28,7 +28,7 @@ import pandas as pd
 from matrrec_cli.data.registry import training_defaults
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments import paper
-from matrrec_cli.train.config import comparable
+from matrrec_cli.train.config import NEUTRAL, comparable
 from matrrec_cli.train.runs import CAPPED, ENV, HISTORY, finished_runs, read_json, stop_reason
 
 MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "core",
@@ -146,7 +146,8 @@ def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
 def _departures(members: Members) -> list[str]:
     """How the configuration departs from the model as the preset and the protocol define it.
     Each departure counts once: an ablation or trainer `--set` (lr, bucket_by_length, ...; the
-    speed options of SPEED_KEYS, eval_batch_size and tag do not count), a max_len or dropout
+    speed options of SPEED_KEYS and the knobs declared as not departing, such as
+    eval_batch_size and tag, do not count), a max_len or dropout
     other than the dataset's (datasets.toml, or the imported dataset's meta.json), a non-prefix
     objective. Fewer departures win, so with only `all` runs at hand the one at the dataset's
     own max_len is used."""
@@ -154,7 +155,7 @@ def _departures(members: Members) -> list[str]:
     src = cfg.get("sources", {})
     out = [k.removeprefix("model.") for k, v in src.items()
            if v.endswith("--set") and k.removeprefix("model.") not in SPEED_KEYS
-           and k not in ("eval_batch_size", "tag")]
+           and k not in NEUTRAL]
     own = training_defaults(cfg["dataset"], cfg.get("data_dir"))
     if src.get("max_len") == "command line" and cfg.get("max_len") != own.max_len:
         out.append(f"max_len {cfg.get('max_len')}")

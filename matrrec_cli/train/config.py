@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from matrrec_cli.errors import UsageError
@@ -27,57 +28,74 @@ DEFAULT = "default"
 DATASETS_TOML = "datasets.toml"
 CLI = "command line"
 
-# Trainer keys with RecBole's values (protocol §3, §5) and their one-line why.
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "seed": 2020,  # RecBole's seed
-    "epochs": 300,  # upper bound; early stopping usually ends sooner
-    "batch_size": 2048,  # train_batch_size
-    "eval_batch_size": 4096,  # eval_batch_size; cannot change a metric (tested)
-    "lr": 1e-3,  # Adam, weight decay 0, no schedule, no clipping
-    "stopping_step": 10,  # stop once more than this many evaluations in a row fail to improve
-    "objective": "prefix",  # RecBole's one sample per prefix: the faithful default
-    "preset": "paper",
-    "mask_history": False,  # RecBole does not mask seen items for sequential models
-    "max_len": 50,  # used only when datasets.toml has no entry
-    "weight_decay": 0.0,  # Adam's L2 term (RecBole's weight_decay); 0 in every released config
-    "tag": "",  # a name for a recipe beyond the paper (e.g. "tuned"): its own column in reports
-    # Speed option: batches of similar history length, trimmed to their longest (see
-    # samples.epoch_batches). Another batch composition, so another random stream: off by default.
-    "bucket_by_length": False,
-}
-SETTABLE = ("batch_size", "eval_batch_size", "lr", "stopping_step", "mask_history",
-            "weight_decay", "tag", "bucket_by_length")
-# Keys added after results were first recorded: at these values they are left out of the hash
-# and of report grouping, so older run records still name the same configuration.
-LATE_DEFAULTS: dict[str, Any] = {"weight_decay": 0.0, "tag": "", "bucket_by_length": False}
-LATE_MODEL_DEFAULTS: dict[str, Any] = {"skip_padding": False, "readout_only": False}
-# Keys that cannot change a number; left out of the config hash.
-NON_SEMANTIC = ("device", "data_dir", "results_dir", "eval_batch_size")
+def _at_least(n: int) -> Callable[[Any], str | None]:
+    return lambda v: None if int(v) >= n else f"must be at least {n}"
+
+
+def _finite(*, above: float | None = None, at_least: float | None = None
+            ) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        x = float(v)
+        if not math.isfinite(x) or (above is not None and x <= above) \
+                or (at_least is not None and x < at_least):
+            bound = f"above {above:g}" if above is not None else f">= {at_least:g}"
+            return f"must be a finite number {bound}"
+        return None
+    return check
+
+
+def knob(default: Any, help: str, *, settable: bool = True, departs: bool = True,
+         semantic: bool = True, late: bool = False,
+         check: Callable[[Any], str | None] | None = None) -> Any:
+    """A trainer setting, declared once: its default (RecBole's, protocol §3/§5), its help, whether
+    `--set` takes it (else it has its own option), whether changing it departs from the protocol
+    (Table 2 prefers runs that do not), whether it can change a number (else it stays out of the
+    config hash), whether it came after the first recorded runs (then it is left out of the hash
+    at its default, so older records keep their identity), and the check of its value."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "settable": settable, "departs": departs, "semantic": semantic,
+        "late": late, "check": check})
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     dataset: str
     model: str
-    preset: str
-    objective: str
-    seed: int
-    epochs: int
-    batch_size: int
-    eval_batch_size: int
-    lr: float
-    stopping_step: int
-    mask_history: bool
-    max_len: int
     dropout: float | None  # None: the model's own default (preset recbole without --dropout)
     model_config: dict[str, Any]  # the model's full resolved Config
-    device: str
-    data_dir: str
-    results_dir: str
     sources: dict[str, str]  # key (model keys as "model.<key>") -> where its value came from
-    weight_decay: float = 0.0
-    tag: str = ""
-    bucket_by_length: bool = False
+    # --- trainer knobs (--set KEY=VALUE where settable) ------------------------------------------
+    preset: str = knob("paper", "paper (the released yaml) or recbole (model defaults)",
+                       settable=False)
+    objective: str = knob("prefix", "prefix (RecBole's one sample per prefix, faithful) or all",
+                          settable=False)
+    seed: int = knob(2020, "RecBole's seed", settable=False, departs=False,
+                     check=lambda v: None if 0 <= int(v) < 2**32 else "must be in [0, 2^32)")
+    epochs: int = knob(300, "upper bound; early stopping usually ends sooner", settable=False,
+                       departs=False, check=_at_least(1))
+    batch_size: int = knob(2048, "train_batch_size", check=_at_least(1))
+    eval_batch_size: int = knob(4096, "eval_batch_size; cannot change a metric (tested)",
+                                departs=False, semantic=False, check=_at_least(1))
+    lr: float = knob(1e-3, "Adam's learning rate (no schedule, no clipping)",
+                     check=_finite(above=0))
+    stopping_step: int = knob(10, "stop once more than this many evaluations in a row fail to "
+                                  "improve", check=_at_least(0))
+    mask_history: bool = knob(False, "mask the items a user saw when ranking (RecBole does not "
+                                     "for sequential models)")
+    max_len: int = knob(50, "history length L; used only when datasets.toml has no entry",
+                        settable=False, check=_at_least(1))
+    weight_decay: float = knob(0.0, "Adam's L2 term (RecBole's weight_decay); 0 in every "
+                                    "released config", late=True, check=_finite(at_least=0))
+    tag: str = knob("", "a name for a recipe beyond the paper (e.g. tuned): its own column in "
+                        "reports", departs=False, late=True)
+    # speed option: batches of similar history length, trimmed to their longest (see
+    # samples.epoch_batches); another batch composition, so another random stream
+    bucket_by_length: bool = knob(False, "batches of similar history length, trimmed (speed)",
+                                  late=True)
+    # --- where it runs: cannot change a number -----------------------------------------------
+    device: str = dataclasses.field(default="auto", metadata={"semantic": False})
+    data_dir: str = dataclasses.field(default="data", metadata={"semantic": False})
+    results_dir: str = dataclasses.field(default="results", metadata={"semantic": False})
 
     def semantic(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -96,6 +114,26 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+KNOBS = {f.name: f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata}
+TRAINER_DEFAULTS: dict[str, Any] = {name: f.default for name, f in KNOBS.items()}
+SETTABLE = tuple(name for name, f in KNOBS.items() if f.metadata["settable"])
+# Knobs added after results were first recorded: at these values they are left out of the hash
+# and of report grouping, so older run records still name the same configuration.
+LATE_DEFAULTS: dict[str, Any] = {n: f.default for n, f in KNOBS.items() if f.metadata["late"]}
+LATE_MODEL_DEFAULTS: dict[str, Any] = {"skip_padding": False, "readout_only": False}
+# Fields that cannot change a number; left out of the config hash.
+NON_SEMANTIC = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                     if f.metadata.get("semantic") is False)
+# Trainer keys whose change does not depart from the protocol (Table 2's run choice).
+NEUTRAL = tuple(name for name, f in KNOBS.items() if not f.metadata["departs"])
+
+
+def settable_help() -> str:
+    """The `--set` trainer keys with their defaults, for help and error messages."""
+    return "; ".join(f"{n} ({TRAINER_DEFAULTS[n]!r}: {KNOBS[n].metadata['help']})"
+                     for n in SETTABLE)
 
 
 def comparable(d: dict[str, Any]) -> dict[str, Any]:
@@ -200,32 +238,22 @@ def resolve(
         else:
             raise UsageError(
                 f"--set {key}: unknown key; trainer keys: {', '.join(SETTABLE)}; "
-                f"model {model!r} keys: {', '.join(sorted(model_defaults))}"
+                f"model {model!r} keys: {', '.join(sorted(model_defaults))} (matrrec train "
+                "--help lists the trainer keys with their defaults)"
             )
     model_config = dataclasses.asdict(make_config(model, overrides))  # validates values
-    for key in ("epochs", "batch_size", "eval_batch_size", "max_len", "stopping_step"):
-        if int(values[key]) < 1 and not (key == "stopping_step" and values[key] == 0):
-            raise UsageError(f"{key.replace('_', '-')} must be at least 1, not {values[key]}")
+    for key, f in KNOBS.items():  # each knob's own check, declared with it
+        problem = f.metadata["check"](values[key]) if f.metadata["check"] else None
+        if problem:
+            flag = f"--set {key}" if key in SETTABLE else f"--{key.replace('_', '-')}"
+            raise UsageError(f"{flag} {problem}, not {values[key]}")
     if values["bucket_by_length"] and not cls.right_padding_invariant:
         raise UsageError(f"bucket_by_length: model {model!r} reads its padding by design, so "
                          "trimming it would change the model; leave the option off")
-    if not math.isfinite(float(values["weight_decay"])) or float(values["weight_decay"]) < 0:
-        raise UsageError(f"weight_decay must be a finite number >= 0, not {values['weight_decay']}")
-    if not math.isfinite(float(values["lr"])) or float(values["lr"]) <= 0:
-        raise UsageError(f"lr must be a finite number above 0, not {values['lr']}")
-    if not 0 <= int(values["seed"]) < 2**32:  # numpy's seed range, which RecBole seeds too
-        raise UsageError(f"--seed must be in [0, 2^32), not {values['seed']}")
     sources.update({f"model.{k}": v for k, v in model_src.items()})
     for k in ("device", "data_dir", "results_dir"):
         sources[k] = CLI
     return TrainConfig(
-        dataset=dataset, model=model.lower(), preset=values["preset"],
-        objective=values["objective"], seed=int(values["seed"]), epochs=int(values["epochs"]),
-        batch_size=int(values["batch_size"]), eval_batch_size=int(values["eval_batch_size"]),
-        lr=float(values["lr"]), stopping_step=int(values["stopping_step"]),
-        mask_history=bool(values["mask_history"]), max_len=int(values["max_len"]),
-        dropout=dropout, model_config=model_config, device=device, data_dir=str(data_dir),
-        results_dir=str(results_dir), sources=sources,
-        weight_decay=float(values["weight_decay"]), tag=str(values["tag"]),
-        bucket_by_length=bool(values["bucket_by_length"]),
-    )
+        dataset=dataset, model=model.lower(), dropout=dropout, model_config=model_config,
+        sources=sources, device=device, data_dir=str(data_dir), results_dir=str(results_dir),
+        **{key: type(TRAINER_DEFAULTS[key])(values[key]) for key in KNOBS})
