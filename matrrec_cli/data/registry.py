@@ -235,8 +235,9 @@ def training_defaults(name: str, data_dir: Path | str | None = None) -> Training
                     return TrainingDefaults(max_len=int(t["max_len"]),
                                             dropout=float(t["dropout"]))
             except (OSError, ValueError, TypeError, AttributeError):
-                from matrrec_cli.data.prepared import prepare_command
-
-                raise MatrrecError(f"{meta} is corrupt; run `{prepare_command(name, data_dir)}`"
-                                   " to rebuild it") from None
+                # only imports reach here (registered datasets returned above); the record of
+                # the imported file is what is corrupt, so the user names it again
+                raise MatrrecError(f"{meta} is corrupt; run `matrrec import {name} --from-file "
+                                   "PATH --format FORMAT` with the original file to rebuild "
+                                   "it") from None
     return GENERIC_DEFAULTS
