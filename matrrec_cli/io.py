@@ -125,3 +125,24 @@ def merge_csv(df: Any, path: str | os.PathLike[str], *, key: list[str]) -> None:
                 merged = pd.concat([old[keep], df], ignore_index=True)
                 merged = merged.sort_values(key, kind="stable", ignore_index=True)
     write_csv(merged, path)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str], busy: MatrrecError) -> Iterator[None]:
+    """Hold an OS lock (flock) on `path` for the block, or raise `busy` at once when another
+    process holds it. A killed process never leaves it held. Where flock does not exist
+    (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -24,3 +24,21 @@ def musical_json() -> Path:
     if not MUSICAL_JSON.exists():
         pytest.skip(f"{MUSICAL_JSON} not present")
     return MUSICAL_JSON
+
+
+@pytest.fixture
+def fake_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data layer replaced by a synthetic frame: any --dataset name trains on 30 users
+    walking an item cycle (max_len 8, dropout 0.1 as its defaults)."""
+    from types import SimpleNamespace
+
+    from helpers import synthetic_interactions
+
+    from matrrec_cli.data.split import build_sequences, split
+    from matrrec_cli.train import pipeline
+
+    df = synthetic_interactions(n_users=30, max_len=20)
+    monkeypatch.setattr(pipeline, "dataset_defaults",
+                        lambda name, data_dir: SimpleNamespace(max_len=8, dropout=0.1))
+    monkeypatch.setattr(pipeline, "load_split", lambda cfg: split(
+        build_sequences(df), max_len=cfg.max_len, objective=cfg.objective))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_tiny import synthetic_interactions
+from helpers import import_synthetic
 
 from matrrec_cli.cli import main
 
@@ -34,12 +34,8 @@ def world(tmp_path_factory) -> tuple[Path, Path, dict[str, Path]]:
     --epochs 1, so reports need --include-capped)."""
     root = tmp_path_factory.mktemp("world")
     data, results = root / "data", root / "results"
-    csv = root / "i.csv"
-    synthetic_interactions(n_users=30, n_items=20, max_len=15).to_csv(csv, index=False)
-    with pytest.raises(SystemExit) as e:
-        main(["import", "cyc", "--from-file", str(csv), "--format", "table", "--kcore", "0",
-              "--max-len", "8", "--data-dir", str(data)])
-    assert not e.value.code
+    data.mkdir()
+    import_synthetic(data)
     runs = {}
     for model, extra in (("pop", []), ("gru4rec", []),
                          ("matrrec", ["--set", "hidden_size=8", "--set", "inner_size=16",

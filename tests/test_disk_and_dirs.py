@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train_tiny import synthetic_interactions
+from helpers import import_synthetic
 
 from matrrec_cli.cli import main
 
@@ -26,14 +26,7 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    csv = root / "i.csv"
-    synthetic_interactions(n_users=30, n_items=20, max_len=15).to_csv(csv, index=False)
-    with pytest.raises(SystemExit) as e:
-        main(["import", "cyc", "--from-file", str(csv), "--format", "table", "--kcore", "0",
-              "--max-len", "8", "--data-dir", str(root)])
-    assert not e.value.code
-    return root
+    return import_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def _one_line(err: str, says: str) -> None:

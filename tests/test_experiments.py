@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import synthetic_interactions
 from scipy import stats
-from test_train_tiny import synthetic_interactions
 
 from matrrec_cli.cli import main
 from matrrec_cli.errors import UsageError

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 import typer
+from helpers import import_synthetic
 from test_train_cli import SMALL, _train
-from test_train_tiny import synthetic_interactions
 
 from matrrec_cli.cli import app, main, resume_hint
-from matrrec_cli.train import pipeline
 from matrrec_cli.train.progress import Reporter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,14 +29,7 @@ def _run(args: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    csv = root / "i.csv"
-    synthetic_interactions(n_users=30, n_items=20, max_len=20).to_csv(csv, index=False)
-    with pytest.raises(SystemExit) as e:
-        main(["import", "cyc", "--from-file", str(csv), "--format", "table", "--kcore", "0",
-              "--max-len", "8", "--data-dir", str(root)])
-    assert not e.value.code
-    return root
+    return import_synthetic(tmp_path_factory.mktemp("data"))
 
 
 # --- checked before anything is printed or written -------------------------------------------
@@ -100,19 +92,6 @@ def test_resume_hint() -> None:
 
 
 # --- --resume of a finished run --------------------------------------------------------------
-@pytest.fixture
-def fake_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
-
-    from matrrec_cli.data.split import build_sequences, split
-
-    df = synthetic_interactions(n_users=30, max_len=20)
-    monkeypatch.setattr(pipeline, "dataset_defaults",
-                        lambda name, data_dir: SimpleNamespace(max_len=8, dropout=0.1))
-    monkeypatch.setattr(pipeline, "load_split", lambda cfg: split(
-        build_sequences(df), max_len=cfg.max_len, objective=cfg.objective))
-
-
 def test_resume_of_a_finished_run_says_so_and_trains_nothing(fake_data, capsys,
                                                              tmp_path: Path) -> None:
     first = _train(capsys, tmp_path)

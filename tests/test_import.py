@@ -80,7 +80,7 @@ def test_kcore_is_applied_and_an_empty_result_is_an_error(files, tmp_path: Path,
 
 
 def test_imported_dataset_trains_like_a_registered_one(tmp_path: Path, capsys) -> None:
-    from test_train_tiny import synthetic_interactions
+    from helpers import synthetic_interactions
 
     csv = tmp_path / "i.csv"
     synthetic_interactions(n_users=20, max_len=12).to_csv(csv, index=False)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_tiny import synthetic_interactions
+from helpers import synthetic_interactions
 
 from matrrec_cli.data.split import build_sequences, split
 from matrrec_cli.train.config import resolve

@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from test_train_tiny import synthetic_interactions
 
 from matrrec_cli.cli import main
-from matrrec_cli.data.split import build_sequences, split
 from matrrec_cli.errors import UsageError
 from matrrec_cli.io import write_json
-from matrrec_cli.train import pipeline, runs
+from matrrec_cli.train import runs
 from matrrec_cli.train.config import TrainConfig
-
-
-@pytest.fixture
-def fake_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    df = synthetic_interactions(n_users=30, max_len=20)
-    monkeypatch.setattr(pipeline, "dataset_defaults",
-                        lambda name, data_dir: SimpleNamespace(max_len=8, dropout=0.1))
-    monkeypatch.setattr(pipeline, "load_split", lambda cfg: split(
-        build_sequences(df), max_len=cfg.max_len, objective=cfg.objective))
-
 
 SMALL = ["--set", "hidden_size=16", "--set", "inner_size=32", "--set", "d_state=4",
          "--set", "batch_size=128"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_train_tiny import synthetic_interactions
+from helpers import synthetic_interactions
 
 from matrrec_cli.data.split import build_sequences, history_mask_indices, split
 from matrrec_cli.errors import MatrrecError

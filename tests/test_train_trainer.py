@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_train_tiny import TinyConfig, TinyGRU, synthetic_interactions
+from helpers import TinyConfig, TinyGRU, synthetic_interactions
 
 from matrrec_cli.data.split import build_sequences, split
 from matrrec_cli.errors import MatrrecError

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from matrrec_cli.data.readers import read_raw
 from matrrec_cli.data.registry import DatasetSpec, Source, check_name
 from matrrec_cli.errors import MatrrecError
-from matrrec_cli.io import atomic_path, current_umask, sha256_file, write_json
+from matrrec_cli.io import atomic_path, current_umask, exclusive_lock, sha256_file, write_json
 
 TimestampOrder = Literal["exact", "recbole"]
 META = "meta.json"
@@ -104,25 +104,16 @@ def dataset_lock(data_dir: Path, name: str) -> Iterator[None]:
     if path in _held:
         yield
         return
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no flock, datasets are not locked
-        yield
-        return
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DatasetBusy(f"dataset '{name}' is being downloaded, prepared or imported by "
-                              f"another process (lock {locks / (name + '.lock')}); wait for it "
-                              "to finish, then run the command again") from None
+    busy = DatasetBusy(f"dataset '{name}' is being downloaded, prepared or imported by another "
+                       f"process (lock {locks / (name + '.lock')}); wait for it to finish, then "
+                       "run the command again")
+    with exclusive_lock(path, busy):
         _held.add(path)
         try:
             recover_staging(data_dir, name)
             yield
         finally:
             _held.discard(path)
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def recover_staging(data_dir: Path, name: str) -> None:

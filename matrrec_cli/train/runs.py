@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from matrrec_cli.errors import MatrrecError, warn
+from matrrec_cli.io import exclusive_lock
 from matrrec_cli.train.config import TRAINER_DEFAULTS, TrainConfig
 
 CONFIG, METRICS, HISTORY, RANKS, ENV = (
@@ -46,24 +47,13 @@ def training_lock(cfg: TrainConfig) -> Iterator[None]:
     as well as training. An OS lock (flock), so a killed process never leaves it held and resume
     after a crash still works. Where flock does not exist (Windows) runs are not locked.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
     locks = Path(cfg.results_dir) / "runs" / ".locks"  # beside, not among, the run dirs
     locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{cfg.dataset}-{cfg.model}-{cfg.config_hash()}.lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunBusy(f"{cfg.dataset}/{cfg.model} seed {cfg.seed} (config "
-                          f"{cfg.config_hash()}) is being trained by another process; wait for "
-                          "it to finish (or train another seed)") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    busy = RunBusy(f"{cfg.dataset}/{cfg.model} seed {cfg.seed} (config {cfg.config_hash()}) is "
+                   "being trained by another process; wait for it to finish (or train another "
+                   "seed)")
+    with exclusive_lock(locks / f"{cfg.dataset}-{cfg.model}-{cfg.config_hash()}.lock", busy):
+        yield
 
 
 def runs_root(results_dir: str | Path, dataset: str, model: str) -> Path:
