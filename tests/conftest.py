@@ -42,3 +42,12 @@ def fake_data(monkeypatch: pytest.MonkeyPatch) -> None:
                         lambda name, data_dir: SimpleNamespace(max_len=8, dropout=0.1))
     monkeypatch.setattr(pipeline, "load_split", lambda cfg: split(
         build_sequences(df), max_len=cfg.max_len, objective=cfg.objective))
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A scratch working directory for download tests: data under it, fast retries."""
+    monkeypatch.setenv("MATRREC_BACKOFF_S", "0.01")
+    monkeypatch.setenv("MATRREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

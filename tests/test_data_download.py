@@ -40,14 +40,6 @@ def registry(tmp: Path, datasets: dict[str, list[str]]) -> Path:
     return path
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("MATRREC_BACKOFF_S", "0.01")
-    monkeypatch.setenv("MATRREC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def run(argv: list[str], capsys) -> tuple[int, str]:
     code = 0
     try:

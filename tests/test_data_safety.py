@@ -24,14 +24,6 @@ FILE = "tiny.inter"
 DEAD = "http://127.0.0.1:9/"  # nothing listens: any request to it fails at once
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("MATRREC_BACKOFF_S", "0.01")
-    monkeypatch.setenv("MATRREC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _use(env: Path, monkeypatch, sources: list[str]) -> None:
     monkeypatch.setenv("MATRREC_DATASETS_TOML", str(registry(env, {"tiny": sources})))
 
