@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         code = 130
+    except MemoryError:
+        print("matrrec: error: out of memory; use a smaller --max-len, batch_size or model, or "
+              "a machine with more memory", file=sys.stderr)
+        raise SystemExit(1) from None
     except OSError as exc:  # a path that cannot be written: one line naming it, not a traceback
         print(f"matrrec: error: {os_error(exc)}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -149,3 +149,27 @@ def test_corrupt_prepared_data_names_the_command_that_rebuilds_it(copy, capsys, 
     assert rc == 1
     _clean(err, says=f"{path} is corrupt")
     assert "run `matrrec import cyc --from-file" in err
+
+
+@pytest.mark.parametrize(("name", "content", "says"), [
+    ("metrics.json", "{}", "metrics.json is corrupt"),
+    ("config.json", "{}", "config.json is corrupt"),
+    ("config.json", "[1]", "config.json is corrupt"),
+])
+def test_evaluate_of_a_corrupt_record_is_one_error(copy, capsys, name: str, content: str,
+                                                   says: str) -> None:
+    _, _, runs = copy
+    (runs["gru4rec"] / name).write_text(content)
+    rc, _, err = _run(["evaluate", str(runs["gru4rec"]), "--device", "cpu"], capsys)
+    assert rc == 1
+    _clean(err, says=says)
+
+
+def test_a_datasets_toml_that_is_not_utf8_is_one_error(tmp_path: Path, capsys,
+                                                       monkeypatch) -> None:
+    bad = tmp_path / "datasets.toml"
+    bad.write_bytes(b"[x]\ntitle = \"\xff\xfe\"\n")
+    monkeypatch.setenv("MATRREC_DATASETS_TOML", str(bad))
+    rc, _, err = _run(["datasets", "--data-dir", str(tmp_path)], capsys)
+    assert rc == 1
+    _clean(err, says="not UTF-8 text")

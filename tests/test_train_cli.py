@@ -85,6 +85,8 @@ def test_resume_continues_unfinished_run(fake_data, capsys, tmp_path: Path) -> N
     (["--dropout", "nan"], "--dropout must be in [0, 1)"),
     (["--no-such-flag"], "No such option"),
     (["--set", "hidden_size=0"], "hidden_size=0 must be at least 1"),
+    (["--max-len", "1000000000000"], "--max-len must be in [1, 65536]"),
+    (["--set", "tag=../../evil"], "--set tag must be letters, digits"),
     (["--set", "hidden_dropout_prob=1.5"], "must be in [0, 1)"),
 ])
 def test_bad_options_are_one_line_errors(fake_data, capsys, tmp_path, args, message) -> None:

@@ -166,9 +166,11 @@ def registry_path() -> Path:
 @functools.cache
 def _load(path: Path, mtime: float) -> dict[str, DatasetSpec]:
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MatrrecError(f"dataset registry {path} not found; set ${DATASETS_TOML_ENV}") from None
+    except UnicodeDecodeError:
+        raise MatrrecError(f"{path}: not UTF-8 text; save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise MatrrecError(f"{path}: invalid TOML: {exc}") from None
     specs = {}

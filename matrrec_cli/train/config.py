@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,12 @@ from matrrec_cli.errors import UsageError
 DEFAULT = "default"
 DATASETS_TOML = "datasets.toml"
 CLI = "command line"
+
+# A history longer than this is no sequential recommendation data set's (and L x batch x hidden
+# would not fit in memory); the bound turns a typo into an error instead of a MemoryError.
+MAX_LEN_LIMIT = 65536
+TAG_RE = re.compile(r"^$|^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
 
 def _at_least(n: int) -> Callable[[Any], str | None]:
     return lambda v: None if int(v) >= n else f"must be at least {n}"
@@ -83,11 +90,14 @@ class TrainConfig:
     mask_history: bool = knob(False, "mask the items a user saw when ranking (RecBole does not "
                                      "for sequential models)")
     max_len: int = knob(50, "history length L; used only when datasets.toml has no entry",
-                        settable=False, check=_at_least(1))
+                        settable=False, check=lambda v: None if 1 <= int(v) <= MAX_LEN_LIMIT
+                        else f"must be in [1, {MAX_LEN_LIMIT}]")
     weight_decay: float = knob(0.0, "Adam's L2 term (RecBole's weight_decay); 0 in every "
                                     "released config", late=True, check=_finite(at_least=0))
     tag: str = knob("", "a name for a recipe beyond the paper (e.g. tuned): its own column in "
-                        "reports", departs=False, late=True)
+                        "reports", departs=False, late=True,
+                    check=lambda v: None if TAG_RE.match(str(v)) else
+                    "must be letters, digits, '.', '_' or '-' (at most 64; it names files)")
     # speed option: batches of similar history length, trimmed to their longest (see
     # samples.epoch_batches); another batch composition, so another random stream
     bucket_by_length: bool = knob(False, "batches of similar history length, trimmed (speed)",

@@ -112,6 +112,9 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
                            "metrics": rounded(res.metrics), "metrics_full": res.metrics,
                            "mask_history": cfg.mask_history}
     if stored is not None and same_protocol:
+        if not isinstance(stored.get(f"{split_name}_full"), dict):
+            raise MatrrecError(f"{run_dir / runs.METRICS} is corrupt (no {split_name}_full); "
+                               f"the recomputed metrics are {rounded(res.metrics)}")
         out["stored"] = stored[f"{split_name}_full"]
         out["matches_stored"] = stored[f"{split_name}_full"] == res.metrics
     return out

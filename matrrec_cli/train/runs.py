@@ -113,8 +113,14 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any] | None]:
     path = Path(run_dir)
     if not (path / CONFIG).exists():
         raise MatrrecError(f"{path} is not a run directory (no {CONFIG}); see results/runs/")
-    cfg = TrainConfig.from_dict(read_json(path / CONFIG))
+    try:
+        cfg = TrainConfig.from_dict(read_json(path / CONFIG))
+    except (TypeError, AttributeError):  # {} or a list: not the record train writes
+        raise MatrrecError(f"{path / CONFIG} is corrupt (not a run configuration); train the "
+                           "run again") from None
     metrics = read_json(path / METRICS) if (path / METRICS).exists() else None
+    if metrics is not None and not isinstance(metrics, dict):
+        raise MatrrecError(f"{path / METRICS} is corrupt; train the run again")
     return cfg, metrics
 
 
