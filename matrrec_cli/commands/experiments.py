@@ -19,6 +19,7 @@ from matrrec_cli.commands.tables import (
     OutputOpt,
     Preset,
     PresetOpt,
+    print_json,
     save_csv,
     show,
 )
@@ -293,4 +294,4 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
                           f"{r['timed_batches']}/{r['n_batches']}")
         show(table, markdown=markdown, console=console)
     if json_out:
-        show(Table(), json_rows=rows_out)
+        print_json(rows_out)

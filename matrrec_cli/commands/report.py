@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from matrrec_cli.commands.tables import JsonOpt, MarkdownOpt, OutputOpt, save_csv, show
+from matrrec_cli.commands.tables import JsonOpt, MarkdownOpt, OutputOpt, print_json, save_csv, show
 
 report_app = typer.Typer(help="Paper tables from the run records under results/runs.",
                          no_args_is_help=True)
@@ -199,7 +199,7 @@ def breakdown(
                 for m in models))
         show(table, markdown=markdown, console=console)
     if json_out:
-        show(Table(), json_rows=df)
+        print_json(df)
     print(f"written {png}", file=sys.stderr)
 
 

@@ -72,8 +72,7 @@ def show(table: Table, *, markdown: bool = False, console: Console | None = None
     """Print `table` (Rich, or Markdown on stdout); with `json_rows` (a DataFrame or a list of
     dicts) the rows go to stdout as JSON and the table to stderr, so stdout stays parseable."""
     if json_rows is not None:
-        rows = (json_rows.to_dict("records") if hasattr(json_rows, "to_dict") else json_rows)
-        print(json.dumps(_plain(rows), allow_nan=False))
+        print_json(json_rows)
         console = Console(stderr=True)
     elif markdown:
         print(to_markdown(table))
@@ -82,6 +81,12 @@ def show(table: Table, *, markdown: bool = False, console: Console | None = None
     if not console.is_terminal and console.width < PIPE_WIDTH:
         console.width = PIPE_WIDTH
     console.print(table)
+
+
+def print_json(rows: Any) -> None:
+    """A table's rows (a DataFrame or a list of dicts) as one JSON list on stdout."""
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    print(json.dumps(_plain(rows), allow_nan=False))
 
 
 def _plain(value: Any) -> Any:
