@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> None:
         # instead of a usage block and a boxed message
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             raise
-        where = " ".join(a for a in args[:2] if not a.startswith("-"))
-        print(f"matrrec: error: {exc.format_message()} (see matrrec {where} --help)".replace(
-            "matrrec  --help", "matrrec --help"), file=sys.stderr)
+        command = [a for a in args[:2] if not a.startswith("-")]  # "train", "report table2"
+        see = shlex.join(["matrrec", *command, "--help"])
+        print(f"matrrec: error: {exc.format_message()} (see {see})", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     if code == 130:  # typer turns Ctrl-C into exit status 130
         what = ("continue from the last finished epoch with" if args[:1] == ["train"] else

@@ -8,13 +8,12 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from matrrec_cli.errors import MatrrecError
+from matrrec_cli.errors import MatrrecError, warn
 
 
 def current_umask() -> int:
@@ -115,8 +114,7 @@ def merge_csv(df: Any, path: str | os.PathLike[str], *, key: list[str]) -> None:
         try:
             old = pd.read_csv(path)
         except (OSError, ValueError, pd.errors.ParserError) as exc:
-            print(f"matrrec: warning: {path} is unreadable ({exc}); writing it anew",
-                  file=sys.stderr)
+            warn(f"{path} is unreadable ({exc}); writing it anew")
         else:
             if set(key) <= set(old.columns):
                 new_keys = set(df[key].astype(str).itertuples(index=False, name=None))

@@ -95,12 +95,16 @@ def test_resume_hint() -> None:
 def test_resume_of_a_finished_run_says_so_and_trains_nothing(fake_data, capsys,
                                                              tmp_path: Path) -> None:
     first = _train(capsys, tmp_path)
-    again = _train(capsys, tmp_path, "--resume")
-    err = capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "synthetic", "--epochs", "2", "--device", "cpu",
+              "--results-dir", str(tmp_path), "--json", *SMALL, "--resume"])
+    out = capsys.readouterr()
+    again = json.loads(out.out)
     assert again["run_dir"] == first["run_dir"]
     assert again["test"] == first["test"]
+    assert "already finished this configuration and seed; nothing to resume" in out.err
+    assert not re.search(r"^epoch +\d+/", out.err, re.M)  # no epoch trained
     assert len(list((tmp_path / "runs").rglob("config.json"))) == 1
-    del err
 
 
 # --- progress --------------------------------------------------------------------------------

@@ -46,7 +46,13 @@ from matrrec_cli.data.preprocess import (
     prepare,
 )
 from matrrec_cli.data.pypi import fetch_wheel_member
-from matrrec_cli.data.registry import DatasetSpec, Source, check_name, registry_path
+from matrrec_cli.data.registry import (
+    SHA256_RE,
+    DatasetSpec,
+    Source,
+    check_name,
+    registry_path,
+)
 from matrrec_cli.data.verify import SourceFailed, verify
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.io import atomic_path, sha256_file, write_json
@@ -112,7 +118,7 @@ def read_record(path: Path) -> str | None:
         words = _record_path(path).read_text(encoding="utf-8").split()
     except (OSError, UnicodeDecodeError):
         return None
-    if len(words) < 2 or not re.fullmatch(r"[0-9a-f]{64}", words[0]) \
+    if len(words) < 2 or not SHA256_RE.match(words[0]) \
             or words[1].lstrip("*") != path.name:
         return None
     return words[0]
@@ -395,7 +401,7 @@ def import_file(spec: DatasetSpec, data_dir: Path, path: Path, *,
     errors = []
     for src in matches:
         try:
-            digest = verify(path, src)
+            verify(path, src, digest)
         except SourceFailed as exc:
             errors.append(str(exc))
             continue
@@ -465,7 +471,7 @@ def install(spec: DatasetSpec, raw: RawFile, data_dir: Path, order: TimestampOrd
                         link_or_copy(f, dest.parent / f.name)
             try:
                 return prepare(spec, raw.src, dest, data_dir, timestamp_order=order, out=build,
-                               verified=raw.verified)
+                               digest=raw.digest)
             except MatrrecError as exc:  # name the file the user knows, not the staging copy
                 raise MatrrecError(str(exc).replace(str(dest), _display(raw))) from None
     except MatrrecError:

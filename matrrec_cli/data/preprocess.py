@@ -206,16 +206,16 @@ def swap_in(build: Path, live: Path) -> None:
 
 def prepare(spec: DatasetSpec, src: Source, raw_path: Path, data_dir: Path, *,
             timestamp_order: TimestampOrder = "exact", out: Path | None = None,
-            verified: bool | None = None) -> dict:
+            digest: str | None = None) -> dict:
     """Read a registered dataset's raw dump and write its prepared form (see write_prepared).
-    `verified`: whether the raw file matched datasets.toml's sha256 (default: compare now)."""
+    `digest`: the raw file's sha256 when the caller has already checked it (default: hash now)."""
     raw = read_raw(raw_path, src.format)
-    digest = sha256_file(raw_path)
+    digest = digest or sha256_file(raw_path)
     return write_prepared(
         spec.name, raw, data_dir, min_user=spec.kcore.user, min_item=spec.kcore.item,
         sources=[{"file": src.file, "format": src.format, "origin": src.label,
                   "sha256": digest,
-                  "verified": (src.sha256 == digest) if verified is None else verified}],
+                  "verified": src.sha256 == digest}],
         training={"max_len": spec.training.max_len, "dropout": spec.training.dropout},
         where=str(raw_path), timestamp_order=timestamp_order, out=out)
 

@@ -126,10 +126,15 @@ def time_key(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_decimal(t):  # exact as text: the string rules below decide
         values, t = values.cast(pa.string()), pa.string()
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        try:
-            return pc.cast(values, pa.int64()).to_numpy()
-        except pa.ArrowInvalid:  # not all plain integers: exact per-value parse (slow path)
-            pass
+        # plain integers, or whole numbers with a zero fraction ('881250949.0', as in RecBole's
+        # timestamp:float columns): vectorised; anything else exact per value (slow path)
+        for strip in (False, True):
+            text = pc.replace_substring_regex(values, r"^(-?\d+)\.0*$", r"\1") if strip \
+                else values
+            try:
+                return pc.cast(text, pa.int64()).to_numpy()
+            except pa.ArrowInvalid:
+                pass
         out = np.empty(len(values), np.int64)
         for i, text in enumerate(values.to_pylist()):
             try:

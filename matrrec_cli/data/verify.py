@@ -13,8 +13,9 @@ class SourceFailed(Exception):
     """One source did not give a verified file (the reason is the message)."""
 
 
-def verify(path: Path, src: Source) -> str:
-    """Check size and sha256 (when known); return the sha256. Raises SourceFailed."""
+def verify(path: Path, src: Source, digest: str | None = None) -> str:
+    """Check size and sha256 (when known); return the sha256. Raises SourceFailed. `digest`: the
+    file's sha256 when the caller has already computed it (not hashed again)."""
     with path.open("rb") as f:
         head = f.read(512).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):  # a login or error page served with 200
@@ -22,7 +23,7 @@ def verify(path: Path, src: Source) -> str:
     size = path.stat().st_size
     if src.size is not None and size != src.size:
         raise SourceFailed(f"size mismatch: got {size} bytes, expected {src.size}")
-    digest = sha256_file(path)
+    digest = digest or sha256_file(path)
     if src.sha256 is not None and digest != src.sha256:
         raise SourceFailed(f"sha256 mismatch: got {digest}, expected {src.sha256}")
     return digest

@@ -28,7 +28,7 @@ import pandas as pd
 from matrrec_cli.data.registry import training_defaults
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments import paper
-from matrrec_cli.train.config import NEUTRAL, comparable
+from matrrec_cli.train.config import NEUTRAL, NON_SEMANTIC, comparable
 from matrrec_cli.train.runs import CAPPED, ENV, HISTORY, finished_runs, read_json, stop_reason
 
 MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "core",
@@ -42,8 +42,7 @@ SPEED_KEYS = ("skip_padding", "readout_only", "attn_impl", "mamba_backend")
 
 def _seedless_key(cfg: dict[str, Any]) -> str:
     keep = {k: v for k, v in comparable(cfg).items()
-            if k not in ("seed", "sources", "config_hash", "device", "data_dir", "results_dir",
-                         "eval_batch_size")}
+            if k not in ("seed", "sources", "config_hash", *NON_SEMANTIC)}
     return repr(sorted(keep.items()))
 
 

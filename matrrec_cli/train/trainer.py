@@ -71,14 +71,15 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 
 
 def train_step(model: SequentialRecommender, optimizer: torch.optim.Optimizer, batch: Any, *,
-               where: str = "") -> float:
+               where: Callable[[], str] | None = None) -> float:
     """One gradient step on `batch`; returns its loss. A non-finite loss stops training with an
-    error (`where` says where) before the step can spoil the weights. Shared by the trainer and
-    profile, so what profile times is what training does."""
+    error (`where()` says where; only called then) before the step can spoil the weights. Shared
+    by the trainer and profile, so what profile times is what training does."""
     loss = model.calculate_loss(batch)
     value = loss.item()  # one host sync per batch serves the check, the total and the progress
     if not math.isfinite(value):
-        raise MatrrecError(f"loss became {value} {where}; training stopped".replace("  ", " "))
+        place = f" {where()}" if where else ""
+        raise MatrrecError(f"loss became {value}{place}; training stopped")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -155,8 +156,8 @@ def fit(
                                    trim=cfg.bucket_by_length).to(device)
                 loss_value = train_step(
                     model, optimizer, batch,
-                    where=f"at epoch {epoch + 1}, batch {i + 1}; the last good checkpoint is "
-                          f"{last_path if epoch else 'none'}")
+                    where=lambda e=epoch, b=i: f"at epoch {e + 1}, batch {b + 1}; the last good "
+                                               f"checkpoint is {last_path if e else 'none'}")
                 total += loss_value
                 reporter.batch(loss=loss_value)
             valid = evaluate_split(model, data, cfg, split="valid", device=device)
