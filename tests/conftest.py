@@ -35,11 +35,11 @@ def fake_data(monkeypatch: pytest.MonkeyPatch) -> None:
     from helpers import synthetic_interactions
 
     from matrrec_cli.data.split import build_sequences, split
-    from matrrec_cli.train import pipeline
+    from matrrec_cli.train import config, pipeline
 
     df = synthetic_interactions(n_users=30, max_len=20)
-    monkeypatch.setattr(pipeline, "dataset_defaults",
-                        lambda name, data_dir: SimpleNamespace(max_len=8, dropout=0.1))
+    monkeypatch.setattr(config, "dataset_defaults", lambda name, data_dir, prepared=True:
+                        SimpleNamespace(max_len=8, dropout=0.1, source="datasets.toml"))
     monkeypatch.setattr(pipeline, "load_split", lambda cfg: split(
         build_sequences(df), max_len=cfg.max_len, objective=cfg.objective))
 

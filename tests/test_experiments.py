@@ -14,7 +14,8 @@ from scipy import stats
 from matrrec_cli.cli import main
 from matrrec_cli.errors import UsageError
 from matrrec_cli.experiments import ablation, breakdown, significance, synthetic
-from matrrec_cli.experiments.runner import RunResult, RunSpec, parse_seeds
+from matrrec_cli.experiments.runner import RunResult, RunSpec, Seeds, parse_seeds
+from matrrec_cli.train.config import RunOptions
 
 SMALL = ["--set", "hidden_size=16", "--set", "inner_size=32", "--set", "d_state=4",
          "--set", "batch_size=256"]
@@ -43,16 +44,17 @@ def _common(tiny: Path, results: Path) -> list[str]:
 
 
 def test_parse_seeds() -> None:
-    assert parse_seeds(None) == [2020]
-    assert parse_seeds("3") == [2020, 2021, 2022]
-    assert parse_seeds("2", seed=7) == [7, 8]
-    assert parse_seeds("5,1") == [5, 1]
+    assert parse_seeds(None) == Seeds((2020,), "default")
+    assert parse_seeds(None, seed=3) == Seeds((3,), "command line")
+    assert parse_seeds("3") == Seeds((2020, 2021, 2022), "command line --seeds")
+    assert parse_seeds("2", seed=7).values == (7, 8)
+    assert parse_seeds("5,1").values == (5, 1)
     for bad in ("0", "a", "1,1"):
         with pytest.raises(UsageError):
             parse_seeds(bad)
     with pytest.raises(UsageError, match="--seed 2020"):  # a seed, not 2020 of them
         parse_seeds("2020")
-    assert parse_seeds("2020,") == [2020]
+    assert parse_seeds("2020,").values == (2020,)
 
 
 def test_ablation_variants_follow_table3() -> None:
@@ -69,7 +71,7 @@ def test_ablation_variants_follow_table3() -> None:
 
 def _result(label: str, seed: int, r10: float, n10: float) -> RunResult:
     metrics = {"test": {"recall@10": r10, "ndcg@10": n10}, "epochs": 3, "wall_seconds": 1.0}
-    return RunResult(RunSpec(dataset="d", label=label), seed, Path("."), metrics, False)
+    return RunResult(RunSpec(RunOptions("d"), label=label), seed, Path("."), metrics, False)
 
 
 def test_table3_marks_better_in_bold_and_more_than_10_percent_worse() -> None:
@@ -99,6 +101,15 @@ def test_ablate_trains_each_variant_once_and_reuses_runs(tiny: Path, tmp_path: P
     use_ffn = sorted(json.loads((d / "config.json").read_text())["model_config"]["use_ffn"]
                      for d in run_dirs)
     assert use_ffn == [False, False, True, True]
+    for d in run_dirs:  # who gave each value: the variant, the command line, the import
+        cfg = json.loads((d / "config.json").read_text())
+        src = cfg["sources"]
+        assert src["model.use_ffn"] == ("default" if cfg["model_config"]["use_ffn"]
+                                        else "ablate Remove FFN")
+        assert (src["seed"], src["model.hidden_size"]) == ("command line --seeds",
+                                                           "command line --set")
+        assert src["max_len"] == str(tiny / "cyc" / "meta.json")
+        assert src["model"].startswith("ablate")
     capsys.readouterr()
     assert _run(args) == 0  # everything finished: nothing is trained again
     assert len(list((tmp_path / "runs" / "cyc" / "matrrec").iterdir())) == 4
@@ -122,11 +133,11 @@ def test_ablate_leaves_out_a_run_another_process_is_training(tiny: Path, tmp_pat
     from matrrec_cli.train import runs
 
     args = ["ablate", "--remove", "ffn", *_common(tiny, tmp_path), *SMALL]
+    base = RunOptions("cyc", epochs=2, sets=tuple(SMALL[1::2]), device="cpu",
+                      data_dir=str(tiny), results_dir=str(tmp_path))
     spec = ablation.specs(["cyc"], ablation.variants(remove=["ffn"], add=[], heads=[], layers=[],
-                                                     all_=False),
-                          {"epochs": 2, "objective": None, "preset": None, "max_len": None,
-                           "dropout": None}, SMALL[1::2])[1]
-    cfg = resolve_spec(spec, seed=2020, device="cpu", data_dir=tiny, results_dir=tmp_path)
+                                                     all_=False), base)[1]
+    cfg = resolve_spec(spec, seed=2020)
     busy = runs.new_run_dir(cfg)  # an unfinished run of Remove FFN, seed 2020 ...
     (busy / runs.CONFIG).write_text(json.dumps(cfg.to_dict()))
     with runs.training_lock(cfg):  # ... that another worker is training
@@ -145,8 +156,9 @@ def test_train_seeds_says_so_when_every_run_is_busy(tiny: Path, tmp_path: Path,
     from matrrec_cli.experiments.runner import RunSpec, resolve_spec
     from matrrec_cli.train import runs
 
-    spec = RunSpec(dataset="cyc", model="gru4rec", label="gru4rec", cli=(("epochs", 2),))
-    cfg = resolve_spec(spec, seed=2020, device="cpu", data_dir=tiny, results_dir=tmp_path)
+    spec = RunSpec(RunOptions("cyc", "gru4rec", epochs=2, device="cpu", data_dir=str(tiny),
+                              results_dir=str(tmp_path)), label="gru4rec")
+    cfg = resolve_spec(spec, seed=2020)
     with runs.training_lock(cfg):  # another worker is training seed 2020
         code = _run(["train", "--model", "gru4rec", "--seeds", "1", *_common(tiny, tmp_path)])
     err = capsys.readouterr().err

@@ -70,11 +70,11 @@ def test_an_imported_dataset_names_import_not_download(tiny: Path, capsys) -> No
 
 def test_a_run_that_never_started_leaves_no_run_directory(tiny: Path, tmp_path: Path, capsys,
                                                           monkeypatch) -> None:
-    from matrrec_cli.train import trainer
+    from matrrec_cli.train import pipeline
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(trainer, "fit", boom)
+    monkeypatch.setattr(pipeline, "fit", boom)
     rc, _, err = _run(["train", "--dataset", "cyc", "--model", "gru4rec", "--data-dir", str(tiny),
                        "--results-dir", str(tmp_path), "--epochs", "2"], capsys)
     assert rc == 130

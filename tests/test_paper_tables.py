@@ -12,6 +12,7 @@ import pytest
 from matrrec_cli.experiments import ablation, paper
 from matrrec_cli.experiments import table2 as report
 from matrrec_cli.experiments.runner import RunResult, RunSpec
+from matrrec_cli.train.config import RunOptions
 
 DATASETS = ("ml-1m", "musical", "health", "electronics", "office")
 
@@ -86,7 +87,7 @@ def test_report_table2_puts_the_paper_beside_ours(tmp_path: Path) -> None:
 def test_table3_carries_the_paper_value() -> None:
     def res(label: str) -> RunResult:
         metrics = {"test": {"recall@10": 0.1, "ndcg@10": 0.05}, "epochs": 3, "wall_seconds": 1.0}
-        return RunResult(RunSpec(dataset="musical", label=label), 1, Path("."), metrics, False)
+        return RunResult(RunSpec(RunOptions("musical"), label=label), 1, Path("."), metrics, False)
 
     df = ablation.table3([res("L=1,H=1"), res("Remove RC")]).set_index("label")
     assert df.loc["Remove RC", "ndcg@10_paper"] == 0.0419
@@ -98,7 +99,8 @@ def test_table3_tests_each_variant_against_the_default_over_seeds() -> None:
 
     def res(label: str, seed: int, ndcg: float) -> RunResult:
         metrics = {"test": {"recall@10": 0.1, "ndcg@10": ndcg}, "epochs": 3, "wall_seconds": 1.0}
-        return RunResult(RunSpec(dataset="musical", label=label), seed, Path("."), metrics, False)
+        return RunResult(RunSpec(RunOptions("musical"), label=label), seed, Path("."), metrics,
+                         False)
 
     default, pe, ffn = [0.055, 0.056, 0.058], [0.049, 0.050, 0.052], [0.054, 0.057, 0.059]
     results = [res(label, seed, v) for label, values in

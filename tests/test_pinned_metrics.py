@@ -27,7 +27,7 @@ import torch
 from helpers import synthetic_interactions
 
 from matrrec_cli.data.split import build_sequences, split
-from matrrec_cli.train.config import resolve
+from matrrec_cli.train.config import RunOptions, resolve
 from matrrec_cli.train.pipeline import model_builder
 from matrrec_cli.train.progress import Reporter
 from matrrec_cli.train.trainer import fit
@@ -58,10 +58,11 @@ def _run(name: str, tmp_path: Path, lr_factor: float = 1.0) -> dict:
     model, objective, sets = RUNS[name]
 
     def config(extra: list[str]):
-        return resolve(dataset="golden", model=model,
-                       cli={"epochs": 3, "max_len": 12, "dropout": 0.2, "objective": objective},
-                       sets=[*sets, "batch_size=64", *extra], device="cpu",
-                       data_dir=str(tmp_path), results_dir=str(tmp_path))
+        return resolve(RunOptions(dataset="golden", model=model, epochs=3, max_len=12,
+                                  dropout=0.2, objective=objective,
+                                  sets=(*sets, "batch_size=64", *extra), device="cpu",
+                                  data_dir=str(tmp_path), results_dir=str(tmp_path)),
+                       prepared=False)
 
     cfg = config([])
     if lr_factor != 1.0:

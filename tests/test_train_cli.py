@@ -13,7 +13,7 @@ from matrrec_cli.cli import main
 from matrrec_cli.errors import UsageError
 from matrrec_cli.io import write_json
 from matrrec_cli.train import runs
-from matrrec_cli.train.config import TrainConfig
+from matrrec_cli.train.config import RunOptions, TrainConfig
 
 SMALL = ["--set", "hidden_size=16", "--set", "inner_size=32", "--set", "d_state=4",
          "--set", "batch_size=128"]
@@ -42,6 +42,8 @@ def test_train_json_records_and_evaluate_reproduces(fake_data, capsys, tmp_path:
     assert cfg["sources"]["model.hidden_size"] == "command line --set"
     assert cfg["max_len"] == 8
     assert cfg["seed"] == 2020
+    assert cfg["sources"]["seed"] == cfg["sources"]["model"] == "default"
+    assert cfg["sources"]["dataset"] == cfg["sources"]["results_dir"] == "command line"
     env = json.loads((run_dir / runs.ENV).read_text())
     assert env["device"] == "cpu"
     assert env["mamba_backend"] == ["torch"]
@@ -55,6 +57,24 @@ def test_train_json_records_and_evaluate_reproduces(fake_data, capsys, tmp_path:
         out = json.loads(capsys.readouterr().out)
         assert out["matches_stored"] is True
         assert out["metrics"] == res[split_name]
+
+
+def test_each_value_records_its_true_source(fake_data, capsys, tmp_path: Path,
+                                            monkeypatch) -> None:
+    """An explicit --model matrrec is the command line's, not a default; a directory from the
+    environment names its variable; the seeds of --seeds are the command line's."""
+    monkeypatch.setenv("MATRREC_DATA_DIR", str(tmp_path / "data"))
+    cfg = json.loads((Path(_train(capsys, tmp_path, "--model", "matrrec", "--seed", "3")
+                           ["run_dir"]) / runs.CONFIG).read_text())["sources"]
+    assert (cfg["model"], cfg["seed"], cfg["device"]) == ("command line",) * 3
+    assert cfg["data_dir"] == "$MATRREC_DATA_DIR"
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "synthetic", "--epochs", "1", "--seeds", "1", *SMALL,
+              "--results-dir", str(tmp_path / "s")])
+    (run,) = (tmp_path / "s" / "runs" / "synthetic" / "matrrec").iterdir()
+    cfg = json.loads((run / runs.CONFIG).read_text())["sources"]
+    assert (cfg["seed"], cfg["model"], cfg["device"]) == ("command line --seeds", "default",
+                                                          "default")
 
 
 def test_resume_continues_unfinished_run(fake_data, capsys, tmp_path: Path) -> None:
@@ -192,23 +212,24 @@ def test_late_keys_at_their_defaults_keep_older_config_hashes() -> None:
         added = set(dataclasses.asdict(make_config(model))) - set(recorded[model])
         assert added <= set(LATE_MODEL_DEFAULTS), (model, added)
     for model in ("matrrec", "sasrec", "mamba4rec"):
-        cfg = resolve(dataset="ml-100k", model=model, cli={})
+        cfg = resolve(RunOptions("ml-100k", model), prepared=False)
         old = cfg.to_dict()
         for key in LATE_DEFAULTS:
             old.pop(key)
         old["model_config"] = {k: v for k, v in old["model_config"].items()
                                if k in recorded[model]}
         assert TrainConfig.from_dict(old).config_hash() == cfg.config_hash(), model
-    base = resolve(dataset="ml-100k", model="matrrec", cli={})
+    base = resolve(RunOptions("ml-100k"), prepared=False)
     for pair in ("weight_decay=0.01", "tag=tuned", "skip_padding=true", "readout_only=true",
                  "bucket_by_length=true"):
-        assert resolve(dataset="ml-100k", model="matrrec", cli={},
-                       sets=[pair]).config_hash() != base.config_hash(), pair
+        cfg = resolve(RunOptions("ml-100k", sets=(pair,)), prepared=False)
+        assert cfg.config_hash() != base.config_hash(), pair
     with pytest.raises(UsageError):
-        resolve(dataset="ml-100k", model="matrrec", cli={}, sets=["weight_decay=-1"])
+        resolve(RunOptions("ml-100k", sets=("weight_decay=-1",)), prepared=False)
     for model in ("nextitnet", "sine"):  # they read their padding: trimming would change them
         with pytest.raises(UsageError, match="bucket_by_length"):
-            resolve(dataset="ml-100k", model=model, cli={}, sets=["bucket_by_length=true"])
+            resolve(RunOptions("ml-100k", model, sets=("bucket_by_length=true",)),
+                    prepared=False)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])

@@ -9,6 +9,7 @@ import pytest
 from matrrec_cli.errors import UsageError
 from matrrec_cli.experiments import tune
 from matrrec_cli.experiments.runner import RunResult, RunSpec
+from matrrec_cli.train.config import RunOptions
 
 GRID = {"dropout": ("cli", (0.1, 0.2, 0.3)), "lr": ("set", (0.001, 0.003))}
 
@@ -30,19 +31,23 @@ def test_search_follows_valid_and_never_test() -> None:
     test = {"faithful": 0.9, "dropout=0.1": 0.99, "dropout=0.2": 0.01,  # test disagrees
             "dropout=0.3": 0.50, "dropout=0.2,lr=0.003": 0.00}
     calls: list[RunSpec] = []
-    best, rows = tune.search("musical", "matrrec", GRID, fake_run(valid, test, calls),
-                             base_cli={"epochs": 5}, base_sets=["skip_padding=true"], start=START)
+    base = RunOptions("musical", epochs=5, sets=("skip_padding=true",))
+    best, rows = tune.search(GRID, fake_run(valid, test, calls), base=base, start=START)
     assert best == {"dropout": 0.2, "lr": 0.003}
     assert calls[0].label == "faithful"  # the start is measured first
     # the second knob is searched at the first knob's winner, with the fixed settings kept
-    assert calls[-1].cli == (("epochs", 5), ("dropout", 0.2))
-    assert calls[-1].sets == ("skip_padding=true", "lr=0.003")
+    last = calls[-1].options
+    assert (last.epochs, last.dropout) == (5, 0.2)
+    assert last.sets == ("skip_padding=true", "lr=0.003")
+    # each value records who gave it: the command line, or the search
+    assert (last.source("epochs"), last.source("skip_padding")) == ("command line",) * 2
+    assert last.source("dropout") == last.source("lr") == "tune dropout=0.2,lr=0.003"
     assert [(r["knob"], r["value"], r["held"], r["kept"]) for r in rows] == [
         ("start", "-", True, True),
         ("dropout", 0.4, True, False), ("dropout", 0.1, False, False),
         ("dropout", 0.2, False, True), ("dropout", 0.3, False, False),
         ("lr", 0.001, True, False), ("lr", 0.003, False, True)]
-    cmd = tune.command("musical", "matrrec", best, GRID, ["skip_padding=true"])
+    cmd = tune.command(base, best, GRID)
     assert cmd == ("matrrec train --dataset musical --model matrrec --dropout 0.2 "
                    "--set skip_padding=true --set lr=0.003 --set tag=tuned --seeds 5")
 
@@ -53,9 +58,8 @@ def test_the_start_is_a_candidate_that_a_lone_grid_value_must_beat() -> None:
     for other, kept in ((0.20, {}), (0.25, {}), (0.30, {"dropout": 0.2})):
         calls: list[RunSpec] = []
         valid = {"faithful": 0.25, "dropout=0.2": other}
-        best, rows = tune.search("d", "sasrec", {"dropout": ("cli", (0.2,))},
-                                 fake_run(valid, valid, calls), base_cli={}, base_sets=[],
-                                 start={"dropout": 0.4})
+        best, rows = tune.search({"dropout": ("cli", (0.2,))}, fake_run(valid, valid, calls),
+                                 base=RunOptions("d", "sasrec"), start={"dropout": 0.4})
         assert best == kept
         assert [c.label for c in calls] == ["faithful", "faithful", "dropout=0.2"]
         assert [r["value"] for r in rows] == ["-", 0.4, 0.2]
@@ -64,8 +68,7 @@ def test_the_start_is_a_candidate_that_a_lone_grid_value_must_beat() -> None:
 def test_a_tie_keeps_the_value_already_held() -> None:
     valid = {"faithful": 0.2, "dropout=0.1": 0.2, "dropout=0.2": 0.1, "dropout=0.3": 0.1,
              "lr=0.003": 0.2}
-    best, _ = tune.search("d", "matrrec", GRID, fake_run(valid, valid, []), base_cli={},
-                          base_sets=[], start=START)
+    best, _ = tune.search(GRID, fake_run(valid, valid, []), base=RunOptions("d"), start=START)
     assert best == {}  # nothing beat the start
 
 

@@ -20,6 +20,7 @@ from matrrec_cli.commands.tables import (
     Preset,
     PresetOpt,
     print_json,
+    run_options,
     save_csv,
     show,
 )
@@ -82,7 +83,7 @@ def register(app: typer.Typer) -> None:
         max_len: Annotated[int | None, typer.Option(help="L \\[default: datasets.toml].")] = None,
         dropout: Annotated[float | None, typer.Option(
             help="Dropout \\[default: datasets.toml].")] = None,
-        objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
+        objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = None,
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         retrain: RetrainOpt = False, finished_only: FinishedOnlyOpt = False,
@@ -103,13 +104,13 @@ def register(app: typer.Typer) -> None:
         datasets = _need(dataset)
         variant_list = ablation.variants(remove=remove or [], add=add or [], heads=heads or [],
                                          layers=layers or [], all_=all_)
-        ddir, rdir = resolve_dirs(data_dir, results_dir)
-        specs = ablation.specs(datasets, variant_list,
-                               {"epochs": epochs, "objective": objective, "preset": preset,
-                                "max_len": max_len, "dropout": dropout},
-                               set_ or [])
-        results = run_all(specs, parse_seeds(seeds, seed=seed), device=device, data_dir=ddir,
-                          results_dir=rdir, retrain=retrain, finished_only=finished_only)
+        base = run_options(datasets[0], device=device, data_dir=data_dir,
+                           results_dir=results_dir, sets=set_, epochs=epochs,
+                           objective=objective, preset=preset, max_len=max_len, dropout=dropout)
+        rdir = Path(base.results_dir)
+        specs = ablation.specs(datasets, variant_list, base)
+        results = run_all(specs, parse_seeds(seeds, seed=seed), retrain=retrain,
+                          finished_only=finished_only)
         if not results:
             raise UsageError("no finished run of these variants yet; run without --finished-only")
         df = ablation.table3(results)
@@ -146,12 +147,13 @@ def register(app: typer.Typer) -> None:
             help="The setting to sweep (max-len: the older spelling of max_len).")],
         values: Annotated[str, typer.Argument(help="Comma list, e.g. 0.1,0.2,0.3.")],
         dataset: DatasetOpt = None,
-        model: Annotated[str, typer.Option(help="Model name.")] = "matrrec",
+        model: Annotated[str | None, typer.Option(
+            help="Model name \\[default: matrrec].")] = None,
         seeds: SeedsOpt = None, seed: SeedOpt = None, epochs: EpochsOpt = None,
         max_len: Annotated[int | None, typer.Option(help="Fixed L for a dropout sweep.")] = None,
         dropout: Annotated[float | None, typer.Option(
             help="Fixed dropout for a max-len sweep.")] = None,
-        objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
+        objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = None,
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         retrain: RetrainOpt = False,
@@ -171,12 +173,12 @@ def register(app: typer.Typer) -> None:
         datasets = _need(dataset)
         param = sweep_mod.canonical(param)
         _, vals = sweep_mod.parse(param, values)
-        ddir, rdir = resolve_dirs(data_dir, results_dir)
-        cli = {"epochs": epochs, "objective": objective, "preset": preset, "max_len": max_len,
-               "dropout": dropout}
-        specs = sweep_mod.specs(param, vals, datasets, model, cli, set_ or [])
-        results = run_all(specs, parse_seeds(seeds, seed=seed), device=device, data_dir=ddir,
-                          results_dir=rdir, retrain=retrain)
+        base = run_options(datasets[0], model=model, device=device, data_dir=data_dir,
+                           results_dir=results_dir, sets=set_, epochs=epochs,
+                           objective=objective, preset=preset, max_len=max_len, dropout=dropout)
+        model, ddir, rdir = base.model, Path(base.data_dir), Path(base.results_dir)
+        specs = sweep_mod.specs(param, vals, datasets, base)
+        results = run_all(specs, parse_seeds(seeds, seed=seed), retrain=retrain)
         df = sweep_mod.frame(param, results)
         stem = sweep_mod.file_stem(param, datasets, model, list(set_ or []))
         csv = save_csv(df, rdir / f"sweep_{stem}.csv", output, key=["dataset", param])
@@ -207,7 +209,7 @@ def register(app: typer.Typer) -> None:
             "--model", help="Table 5: these models (repeatable or a comma list; 'all') at the "
                             "dataset's L.")] = None,
         models_alias: Annotated[str | None, typer.Option("--models", hidden=True)] = None,
-        device: DeviceOpt = "auto",
+        device: DeviceOpt = None,
         repeats: Annotated[int, typer.Option(help="Timed repeats (median).")] = 3,
         warmup: Annotated[int, typer.Option(help="Warm-up batches.")] = 2,
         max_batches: Annotated[int | None, typer.Option(
@@ -242,8 +244,9 @@ def register(app: typer.Typer) -> None:
             if name not in model_names():
                 raise UsageError(f"unknown model {name!r}; known: {', '.join(model_names())}")
         ddir, rdir = resolve_dirs(data_dir, results_dir)
-        base = {"device": device, "data_dir": str(ddir), "repeats": repeats, "warmup": warmup,
-                "max_batches": max_batches, "preset": preset, "sets": list(set_ or [])}
+        base = {"device": device or "auto", "data_dir": str(ddir), "repeats": repeats,
+                "warmup": warmup, "max_batches": max_batches, "preset": preset,
+                "sets": list(set_ or [])}
         t4 = [{**base, "dataset": d, "synthetic": s, "model": "matrrec", "max_len": n}
               for d, s in sources for n in lens]
         t5 = [{**base, "dataset": d, "synthetic": s, "model": m,

@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from matrrec_cli.train.config import CLI, DEFAULT, DEFAULT_MODEL, RunOptions
+
 MarkdownOpt = Annotated[bool, typer.Option(
     "--markdown", help="Print the table as GitHub Markdown (to stdout) instead of a Rich table.")]
 
@@ -30,8 +32,36 @@ ObjectiveOpt = Annotated[Objective | None, typer.Option(
          "\\[default: prefix].")]
 PresetOpt = Annotated[Preset | None, typer.Option(
     help="paper (the released yaml) or recbole (model defaults) \\[default: paper].")]
-DeviceOpt = Annotated[str, typer.Option(metavar="[auto|cpu|cuda|cuda:N]",
-                                        help="Where to train and evaluate.")]
+DeviceOpt = Annotated[str | None, typer.Option(
+    metavar="[auto|cpu|cuda|cuda:N]", help="Where to train and evaluate \\[default: auto].")]
+
+
+def run_options(dataset: str, *, model: str | None = None, device: str | None = None,
+                data_dir: str | None = None, results_dir: str | None = None,
+                sets: list[str] | None = None, **flags: Any) -> RunOptions:
+    """The options a command was given, as the one object that carries them to `resolve`, with
+    the true source of dataset, model, device and directories (command line, environment or
+    default); `flags` are the own-flag options (seed, epochs, ...), None where not given."""
+    import os
+
+    from matrrec_cli.paths import DATA_DIR_ENV, RESULTS_DIR_ENV
+    from matrrec_cli.paths import data_dir as data_path
+    from matrrec_cli.paths import results_dir as results_path
+
+    def where(given: object, env: str | None = None) -> str:
+        if given is not None:
+            return CLI
+        return f"${env}" if env and os.environ.get(env) else DEFAULT
+
+    sources = {"model": where(model), "device": where(device),
+               "data_dir": where(data_dir, DATA_DIR_ENV),
+               "results_dir": where(results_dir, RESULTS_DIR_ENV)}
+    return RunOptions(dataset=dataset, model=(model or DEFAULT_MODEL).lower(),
+                      device=device or "auto", data_dir=str(data_path(data_dir)),
+                      results_dir=str(results_path(results_dir)), sets=tuple(sets or ()),
+                      sources=sources, **{k: v for k, v in flags.items() if v is not None})
+
+
 JsonOpt = Annotated[bool, typer.Option(
     "--json", help="Print the table's rows as one JSON list on stdout (the table goes to stderr).")]
 OutputOpt = Annotated[Path | None, typer.Option(

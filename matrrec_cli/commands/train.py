@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -9,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from matrrec_cli.commands.tables import DeviceOpt, ObjectiveOpt, PresetOpt, show
+from matrrec_cli.commands.tables import DeviceOpt, ObjectiveOpt, PresetOpt, run_options, show
 from matrrec_cli.errors import MatrrecError
-from matrrec_cli.train.config import settable_help
+from matrrec_cli.train.config import RunOptions, settable_help
 
 
 def _show_config(cfg: Any) -> None:
@@ -31,25 +32,6 @@ def _show_config(cfg: Any) -> None:
     show(table, console=Console(stderr=True))
 
 
-def _with_origins(cfg: Any, *, model_given: bool, device_given: bool, data_given: bool,
-                  results_given: bool) -> Any:
-    """Say where dataset, model, device and the directories came from."""
-    import dataclasses
-    import os
-
-    from matrrec_cli.paths import DATA_DIR_ENV, RESULTS_DIR_ENV
-
-    def where(given: bool, env: str | None = None) -> str:
-        if given:
-            return "command line"
-        return f"${env}" if env and os.environ.get(env) else "default"
-
-    sources = {**cfg.sources, "dataset": "command line", "model": where(model_given),
-               "device": where(device_given), "data_dir": where(data_given, DATA_DIR_ENV),
-               "results_dir": where(results_given, RESULTS_DIR_ENV)}
-    return dataclasses.replace(cfg, sources=sources)
-
-
 def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -64,16 +46,12 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> None:
     show(table, console=Console(stderr=True))
 
 
-def _train_seeds(*, dataset: str, model: str, seeds: str, seed: int | None, device: str,
-                 cli: dict[str, Any], sets: list[str], ddir: Path, rdir: Path,
-                 json_out: bool) -> None:
+def _train_seeds(opts: RunOptions, *, seeds: str, seed: int | None, json_out: bool) -> None:
     """`train --seeds`: one run per seed through the experiment runner, then mean ± std."""
     from matrrec_cli.experiments.runner import RunSpec, mean_std, parse_seeds, run_all
 
-    given = tuple((k, v) for k, v in cli.items() if v is not None)
-    spec = RunSpec(dataset=dataset, model=model, label=model, cli=given, sets=tuple(sets))
-    results = run_all([spec], parse_seeds(seeds, seed=seed), device=device, data_dir=ddir,
-                      results_dir=rdir)
+    results = run_all([RunSpec(opts, label=opts.model)], parse_seeds(seeds, seed=seed))
+    model, dataset = opts.model, opts.dataset
     summary: dict[str, dict[str, float | None]] = {}
     for split_name in ("valid", "test"):
         names = list(results[0].metrics[split_name])
@@ -98,7 +76,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         dataset: Annotated[str, typer.Option(help="Prepared dataset (see matrrec download).")],
-        model: Annotated[str, typer.Option(help="Model name (model registry).")] = "matrrec",
+        model: Annotated[str | None, typer.Option(
+            help="Model name (model registry) \\[default: matrrec].")] = None,
         seed: Annotated[int | None, typer.Option(help="Random seed \\[default: 2020].")] = None,
         seeds: Annotated[str | None, typer.Option(
             help="Several seeds: a count K (seed..seed+K-1) or a list 2020,2021; finished runs "
@@ -110,7 +89,7 @@ def register(app: typer.Typer) -> None:
             help="Every dropout of the model \\[default: datasets.toml].")] = None,
         objective: ObjectiveOpt = None,
         preset: PresetOpt = None,
-        device: DeviceOpt = "auto",
+        device: DeviceOpt = None,
         data_dir: Annotated[str | None, typer.Option(help="Data directory.")] = None,
         results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
         resume: Annotated[bool, typer.Option(
@@ -128,28 +107,17 @@ def register(app: typer.Typer) -> None:
 
         Example: matrrec train --dataset ml-100k --epochs 20 --json
         """
-        from matrrec_cli.paths import data_dir as data_path
-        from matrrec_cli.paths import results_dir as results_path
-        from matrrec_cli.train import config as config_mod
         from matrrec_cli.train import pipeline
+        from matrrec_cli.train.config import resolve
         from matrrec_cli.train.progress import Reporter
 
-        ddir, rdir = data_path(data_dir), results_path(results_dir)
+        opts = run_options(dataset, model=model, device=device, data_dir=data_dir,
+                           results_dir=results_dir, sets=set_, epochs=epochs, max_len=max_len,
+                           dropout=dropout, objective=objective, preset=preset)
         if seeds is not None:
-            _train_seeds(dataset=dataset, model=model, seeds=seeds, seed=seed, device=device,
-                         cli={"epochs": epochs, "max_len": max_len, "dropout": dropout,
-                              "objective": objective, "preset": preset},
-                         sets=set_ or [], ddir=ddir, rdir=rdir, json_out=json_out)
+            _train_seeds(opts, seeds=seeds, seed=seed, json_out=json_out)
             return
-        cfg = config_mod.resolve(
-            dataset=dataset, model=model,
-            cli={"seed": seed, "epochs": epochs, "max_len": max_len, "dropout": dropout,
-                 "objective": objective, "preset": preset},
-            sets=set_ or [], dataset_defaults=pipeline.dataset_defaults(dataset, ddir),
-            device=device, data_dir=str(ddir), results_dir=str(rdir),
-        )
-        cfg = _with_origins(cfg, model_given=model != "matrrec", device_given=device != "auto",
-                            data_given=data_dir is not None, results_given=results_dir is not None)
+        cfg = resolve(dataclasses.replace(opts, seed=seed))
         _show_config(cfg)
         metrics, run_dir = pipeline.train(cfg, resume=resume, reporter=Reporter())
         _metrics_table(f"{cfg.model} on {cfg.dataset}: best epoch {metrics['best_epoch']} of "
@@ -165,7 +133,7 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         run_dir: Annotated[Path, typer.Argument(help="A run directory under results/runs.")],
         split: Annotated[Literal["valid", "test"], typer.Option(help="Which split.")] = "test",
-        device: DeviceOpt = "auto",
+        device: DeviceOpt = None,
         mask_history: Annotated[bool | None, typer.Option(
             "--mask-history/--no-mask-history",
             help="Mask items the user saw \\[default: as the run was trained].")] = None,
@@ -181,7 +149,7 @@ def register(app: typer.Typer) -> None:
 
         if split not in ("valid", "test"):
             raise MatrrecError(f"--split must be valid or test, not {split!r}")
-        out = pipeline.evaluate_run(run_dir, split_name=split, device=device,
+        out = pipeline.evaluate_run(run_dir, split_name=split, device=device or "auto",
                                     mask_history=mask_history, data_dir=data_dir)
         _metrics_table(f"{run_dir}", {split: out["metrics"]})
         if "matches_stored" in out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,9 +17,15 @@ from matrrec_cli.commands.experiments import (
     SeedsOpt,
     SetOpt,
     cell_text,
-    resolve_dirs,
 )
-from matrrec_cli.commands.tables import JsonOpt, MarkdownOpt, OutputOpt, save_csv, show
+from matrrec_cli.commands.tables import (
+    JsonOpt,
+    MarkdownOpt,
+    OutputOpt,
+    run_options,
+    save_csv,
+    show,
+)
 from matrrec_cli.errors import UsageError
 
 
@@ -26,7 +33,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def tune(
         dataset: Annotated[str, typer.Option(help="Prepared dataset.")],
-        model: Annotated[str, typer.Option(help="Model name.")] = "matrrec",
+        model: Annotated[str | None, typer.Option(
+            help="Model name \\[default: matrrec].")] = None,
         grid: Annotated[list[str] | None, typer.Option(
             help="knob=v1,v2 replaces a knob's values (repeatable). Knobs, in search order: "
                  "objective, dropout, max_len, n_layers, lr, weight_decay.")] = None,
@@ -35,7 +43,7 @@ def register(app: typer.Typer) -> None:
         seeds: SeedsOpt = None, seed: SeedOpt = None, epochs: EpochsOpt = None,
         final_seeds: Annotated[int, typer.Option(
             help="Seeds of the printed command that reproduces the winner.")] = 5,
-        device: DeviceOpt = "auto", data_dir: DirOpt = None, results_dir: DirOpt = None,
+        device: DeviceOpt = None, data_dir: DirOpt = None, results_dir: DirOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         set_: SetOpt = None, retrain: RetrainOpt = False,
     ) -> None:
@@ -63,14 +71,14 @@ def register(app: typer.Typer) -> None:
                                     parse_values(knobs, str) if knobs is not None else None)
         if any(s.partition("=")[0].strip() in space for s in set_ or []):
             raise UsageError("a --set key is also a tuned knob; drop it from one of them")
-        ddir, rdir = resolve_dirs(data_dir, results_dir)
+        base = run_options(dataset, model=model, device=device, data_dir=data_dir,
+                           results_dir=results_dir, sets=set_, epochs=epochs)
+        model, rdir = base.model, Path(base.results_dir)
         seed_list = parse_seeds(seeds, seed=seed)
-        base_cli, base_sets = {"epochs": epochs}, list(set_ or [])
 
         def resolved(choice: dict) -> object:  # validates the spec before anything trains
-            spec = tune_mod.spec_for(dataset, model, choice, space, base_cli, base_sets)
-            return resolve_spec(spec, seed=seed_list[0], device=device, data_dir=ddir,
-                                results_dir=rdir)
+            return resolve_spec(tune_mod.spec_for(choice, space, base),
+                                seed=seed_list.values[0], seed_source=seed_list.source)
 
         start_cfg = resolved({})
         start = {k: tune_mod.current_value(start_cfg, k) for k in space}
@@ -82,11 +90,9 @@ def register(app: typer.Typer) -> None:
                 resolved({knob: value})
 
         def run(spec: RunSpec) -> list[RunResult]:
-            return run_all([spec], seed_list, device=device, data_dir=ddir, results_dir=rdir,
-                           retrain=retrain)
+            return run_all([spec], seed_list, retrain=retrain)
 
-        best, rows = tune_mod.search(dataset, model, space, run, base_cli=base_cli,
-                                     base_sets=base_sets, start=start)
+        best, rows = tune_mod.search(space, run, base=base, start=start)
         import pandas as pd
 
         df = pd.DataFrame(rows)
@@ -105,6 +111,6 @@ def register(app: typer.Typer) -> None:
             print("no candidate beat the starting configuration on validation: nothing to "
                   "tune, no command printed", file=sys.stderr)
             return
-        print(tune_mod.command(dataset, model, best, space, base_sets, final_seeds),
+        print(tune_mod.command(base, best, space, final_seeds),
               file=sys.stderr if json_out else sys.stdout)
         print("run it to get the tuned column of matrrec report table2", file=sys.stderr)

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from matrrec_cli.data.preprocess import write_prepared
 from matrrec_cli.data.readers import (
     BOM,
     CORRUPT,
@@ -36,7 +37,9 @@ from matrrec_cli.data.readers import (
     read_inter,
     to_frame,
 )
+from matrrec_cli.data.registry import check_name, dataset_names
 from matrrec_cli.errors import MatrrecError, UsageError
+from matrrec_cli.io import sha256_file
 
 FORMATS = ("table", "inter", "seq", "pairs")
 
@@ -275,9 +278,6 @@ def read_import(path: Path, fmt: str, *, user_col: str = "user", item_col: str =
 def import_dataset(name: str, path: Path, fmt: str, data_dir: Path, *, kcore: int = 5,
                    max_len: int = 50, dropout: float = 0.4, **columns: str | None) -> dict:
     """Read, filter (k-core unless 0), remap and write `<data_dir>/<name>/`; returns meta."""
-    from matrrec_cli.data.preprocess import write_prepared
-    from matrrec_cli.data.registry import check_name, dataset_names
-    from matrrec_cli.io import sha256_file
 
     check_name(name)
     if name in dataset_names():

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from matrrec_cli.data.preprocess import META
+from matrrec_cli.data.registry import check_name, dataset_names
 from matrrec_cli.errors import MatrrecError
 
 INTERACTIONS = "interactions.parquet"
@@ -19,7 +20,6 @@ INTERACTIONS = "interactions.parquet"
 def prepare_command(name: str, data_dir: str | Path) -> str:
     """The command that (re)prepares `name`: `matrrec download` for a registered dataset,
     `matrrec import` with the recorded file and format for an imported one."""
-    from matrrec_cli.data.registry import dataset_names
 
     dir_opt = "" if Path(data_dir) == Path("data") else f" --data-dir {data_dir}"
     if name in dataset_names():
@@ -36,7 +36,6 @@ def prepare_command(name: str, data_dir: str | Path) -> str:
 def require_prepared(name: str, data_dir: str | Path) -> Path:
     """The dataset's directory, or an error naming the command that prepares it (or, for a
     name that is neither registered nor imported, where to look)."""
-    from matrrec_cli.data.registry import check_name, dataset_names
 
     check_name(name)
     out = Path(data_dir) / name

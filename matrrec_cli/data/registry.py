@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -148,10 +148,12 @@ class DatasetSpec(_Strict):
 class TrainingDefaults:
     max_len: int
     dropout: float
+    # where these came from, recorded as the values' source (not part of what they are)
+    source: str = field(default="datasets.toml", compare=False)
 
 
 # Datasets outside the registry (imports): Amazon-style settings, the paper's majority case.
-GENERIC_DEFAULTS = TrainingDefaults(max_len=50, dropout=0.4)
+GENERIC_DEFAULTS = TrainingDefaults(max_len=50, dropout=0.4, source="default")
 
 
 def registry_path() -> Path:
@@ -235,7 +237,7 @@ def training_defaults(name: str, data_dir: Path | str | None = None) -> Training
                 t = json.loads(meta.read_text()).get("training") or {}
                 if "max_len" in t and "dropout" in t:
                     return TrainingDefaults(max_len=int(t["max_len"]),
-                                            dropout=float(t["dropout"]))
+                                            dropout=float(t["dropout"]), source=str(meta))
             except (OSError, ValueError, TypeError, AttributeError):
                 # only imports reach here (registered datasets returned above); the record of
                 # the imported file is what is corrupt, so the user names it again

@@ -12,14 +12,15 @@ default's (scipy.stats.ttest_ind, unequal variances); `*` marks p < 0.05.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from typing import Any
 
 import pandas as pd
 
 from matrrec_cli.errors import UsageError
 from matrrec_cli.experiments import paper
 from matrrec_cli.experiments.runner import RunResult, RunSpec, summarise
+from matrrec_cli.train.config import RunOptions
 
 DEFAULT_LABEL = "L=1,H=1"
 REMOVABLE = {  # --remove NAME -> the MaTrRec setting that removes it
@@ -59,10 +60,12 @@ def variants(*, remove: list[str], add: list[str], heads: list[int], layers: lis
 
 
 def specs(datasets: list[str], variant_list: list[tuple[str, tuple[str, ...]]],
-          cli: dict[str, Any], sets: list[str]) -> list[RunSpec]:
-    given = tuple((k, v) for k, v in cli.items() if v is not None)
-    return [RunSpec(dataset=ds, model="matrrec", label=label, cli=given,
-                    sets=(*sets, *variant_sets))
+          base: RunOptions) -> list[RunSpec]:
+    """One spec per (dataset, variant): `base` (the command's options) on each dataset, with the
+    variant's settings recorded as coming from the ablation."""
+    base = base.given_by("ablate (Table 3 ablates MaTrRec)", model="matrrec")
+    return [RunSpec(dataclasses.replace(base, dataset=ds)
+                    .given_by(f"ablate {label}", sets=variant_sets), label=label)
             for ds in datasets for label, variant_sets in variant_list]
 
 

@@ -16,9 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from matrrec_cli.data.prepared import load_interactions, load_meta
+from matrrec_cli.data.split import MIN_ITEMS, build_sequences, known_positions
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments.significance import ndcg10, test_ranks
-from matrrec_cli.experiments.table2 import Selection
+from matrrec_cli.experiments.table2 import MODEL_ORDER, Selection, chosen_runs
+from matrrec_cli.io import atomic_path
 
 LENGTH_EDGES = (0, 5, 10, 20, 50, np.inf)
 LENGTH_LABELS = ("<=5", "6-10", "11-20", "21-50", ">50")
@@ -26,8 +29,6 @@ LENGTH_LABELS = ("<=5", "6-10", "11-20", "21-50", ">50")
 
 def user_features(dataset: str, data_dir: str | Path) -> pd.DataFrame:
     """user -> history length before the test item and the test target's train popularity."""
-    from matrrec_cli.data.prepared import load_interactions, load_meta
-    from matrrec_cli.data.split import MIN_ITEMS, build_sequences, known_positions
 
     seqs = build_sequences(load_interactions(dataset, Path(data_dir)),
                            n_items=int(load_meta(dataset, Path(data_dir))["n_items"]) + 1)
@@ -57,7 +58,6 @@ def _buckets(feat: pd.DataFrame) -> pd.DataFrame:
 def breakdown(results_dir: str | Path, dataset: str, data_dir: str | Path | None = None,
               selection: Selection | None = None) -> pd.DataFrame:
     """Long table: by, bucket, model, n_users, recall@10, ndcg@10 (the runs Table 2 uses)."""
-    from matrrec_cli.experiments.table2 import MODEL_ORDER, chosen_runs
 
     chosen = {m: members for (ds, m), members
               in chosen_runs(results_dir, [dataset], selection=selection).items()}
@@ -93,8 +93,6 @@ def plot(df: pd.DataFrame, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from matrrec_cli.io import atomic_path
 
     bys = ("history_length", "target_popularity")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))

@@ -16,48 +16,44 @@ evaluation batch, then `repeats` timings whose median is reported:
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
+import numpy as np
+import torch
+
+from matrrec_cli.data.split import split
 from matrrec_cli.errors import MatrrecError
+from matrrec_cli.experiments.runner import DEFAULT_SEED, RunSpec, resolve_spec
+from matrrec_cli.experiments.synthetic import synthetic_sequences, table1_counts
+from matrrec_cli.train import pipeline
+from matrrec_cli.train.checkpoint import seed_everything
+from matrrec_cli.train.config import DEFAULT, RunOptions
+from matrrec_cli.train.device import resolve_device
+from matrrec_cli.train.evaluate import evaluate_split
+from matrrec_cli.train.samples import epoch_batches, make_batch, trimmed_width
+from matrrec_cli.train.trainer import make_optimizer, train_step
 
 
 def _sync(device: Any) -> None:
-    import torch
-
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def measure(cell: dict[str, Any]) -> dict[str, Any]:
     """Run one profile cell in this process (the worker's job)."""
-    import dataclasses
-    import resource
-    from pathlib import Path
 
-    import numpy as np
-    import torch
-
-    from matrrec_cli.data.split import split
-    from matrrec_cli.experiments.runner import DEFAULT_SEED, RunSpec, resolve_spec
-    from matrrec_cli.experiments.synthetic import synthetic_sequences, table1_counts
-    from matrrec_cli.train import pipeline
-    from matrrec_cli.train.checkpoint import seed_everything
-    from matrrec_cli.train.device import resolve_device
-    from matrrec_cli.train.evaluate import evaluate_split
-    from matrrec_cli.train.samples import epoch_batches, make_batch, trimmed_width
-    from matrrec_cli.train.trainer import make_optimizer, train_step
-
-    spec = RunSpec(dataset=cell["dataset"], model=cell["model"],
-                   cli=(("max_len", cell["max_len"]), ("objective", "prefix"),
-                        ("preset", cell.get("preset", "paper"))),
-                   sets=tuple(cell.get("sets", ())))
-    cfg = resolve_spec(spec, seed=DEFAULT_SEED, device=cell["device"],
-                       data_dir=Path(cell["data_dir"]), results_dir=Path("results"),
+    opts = RunOptions(dataset=cell["dataset"], model=cell["model"], device=cell["device"],
+                      data_dir=cell["data_dir"], sets=tuple(cell.get("sets", ())),
+                      preset=cell.get("preset"))
+    spec = RunSpec(opts.given_by("profile cell", max_len=cell["max_len"], objective="prefix"))
+    cfg = resolve_spec(spec, seed=DEFAULT_SEED, seed_source=DEFAULT,
                        prepared=not cell["synthetic"])
     if cell["synthetic"]:
         data = split(synthetic_sequences(*table1_counts(cfg.dataset, cfg.data_dir)),

@@ -14,20 +14,42 @@ from pathlib import Path
 from typing import Any
 
 from matrrec_cli.errors import MatrrecError, UsageError
-from matrrec_cli.train.config import TRAINER_DEFAULTS
+from matrrec_cli.train import pipeline, runs
+from matrrec_cli.train.config import (
+    CLI,
+    DEFAULT,
+    TRAINER_DEFAULTS,
+    RunOptions,
+    TrainConfig,
+    resolve,
+)
+from matrrec_cli.train.progress import Reporter
 
 DEFAULT_SEED = TRAINER_DEFAULTS["seed"]  # RecBole's seed, declared once in train/config.py
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """One configuration to train: what `matrrec train` would be given, plus a row label."""
+    """One configuration to train, every seed of it: its options and a row label."""
 
-    dataset: str
-    model: str = "matrrec"
+    options: RunOptions
     label: str = "default"
-    cli: tuple[tuple[str, Any], ...] = ()  # train options (epochs, max_len, ...) given
-    sets: tuple[str, ...] = ()  # --set key=value pairs
+
+    @property
+    def dataset(self) -> str:
+        return self.options.dataset
+
+    @property
+    def model(self) -> str:
+        return self.options.model
+
+
+@dataclasses.dataclass(frozen=True)
+class Seeds:
+    """The seeds to run, and where they came from (recorded as the seed's source)."""
+
+    values: tuple[int, ...]
+    source: str = CLI
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +64,15 @@ class RunResult:
 MAX_SEED_COUNT = 100
 
 
-def parse_seeds(text: str | None, *, seed: int | None = None) -> list[int]:
+def parse_seeds(text: str | None, *, seed: int | None = None) -> Seeds:
     """`--seeds`: a count K (seeds base..base+K-1, base = --seed or 2020) or a list "1,2,3"."""
     base = DEFAULT_SEED if seed is None else seed
     if text is None:
-        return [base]
+        return Seeds((base,), DEFAULT if seed is None else CLI)
+    return Seeds(tuple(_seed_list(text, base)), f"{CLI} --seeds")
+
+
+def _seed_list(text: str, base: int) -> list[int]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     try:
         values = [int(p) for p in parts]
@@ -78,35 +104,22 @@ def parse_values(text: str, kind: type) -> list[Any]:
     return values
 
 
-def resolve_spec(spec: RunSpec, *, seed: int, device: str, data_dir: Path,
-                 results_dir: Path, prepared: bool = True) -> Any:
+def resolve_spec(spec: RunSpec, *, seed: int, seed_source: str = CLI,
+                 prepared: bool = True) -> TrainConfig:
     """The TrainConfig of `spec` at `seed`; the dataset must be prepared unless `prepared` is
     False (profile's --synthetic-like cells read only its registry entry)."""
-    from matrrec_cli.data.registry import training_defaults
-    from matrrec_cli.train import config as config_mod
-    from matrrec_cli.train import pipeline
 
-    cli = {"seed": seed, **dict(spec.cli)}
-    defaults = (pipeline.dataset_defaults(spec.dataset, data_dir) if prepared
-                else training_defaults(spec.dataset, data_dir))
-    return config_mod.resolve(
-        dataset=spec.dataset, model=spec.model, cli=cli, sets=list(spec.sets),
-        dataset_defaults=defaults, device=device, data_dir=str(data_dir),
-        results_dir=str(results_dir))
+    return resolve(spec.options.given_by(seed_source, seed=seed), prepared=prepared)
 
 
-def run_all(specs: list[RunSpec], seeds: list[int], *, device: str, data_dir: Path,
-            results_dir: Path, quiet: bool = False, retrain: bool = False,
+def run_all(specs: list[RunSpec], seeds: Seeds, *, quiet: bool = False, retrain: bool = False,
             finished_only: bool = False) -> list[RunResult]:
     """Train every (spec, seed), or reuse its finished run; configs are checked before training
     starts, so a typo in the last variant fails in a second, not after hours. `finished_only`
     trains nothing: the results of the finished runs only (a table of work in progress)."""
-    from matrrec_cli.train import pipeline, runs
-    from matrrec_cli.train.progress import Reporter
 
-    todo = [(spec, seed, resolve_spec(spec, seed=seed, device=device, data_dir=data_dir,
-                                      results_dir=results_dir))
-            for spec in specs for seed in seeds]
+    todo = [(spec, seed, resolve_spec(spec, seed=seed, seed_source=seeds.source))
+            for spec in specs for seed in seeds.values]
     out, busy = [], 0
     reporter = Reporter(enabled=not quiet)
     for i, (spec, seed, cfg) in enumerate(todo, 1):

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from matrrec_cli.errors import MatrrecError, warn
-from matrrec_cli.experiments.table2 import Selection
+from matrrec_cli.experiments.table2 import Selection, chosen_runs
 from matrrec_cli.train import runs
 
 ALPHA = 0.01
@@ -100,8 +100,6 @@ def significance(results_dir: str | Path, datasets: list[str] | None = None,
     """Every (dataset, baseline, metric, test) with raw and BH-corrected p and the verdict, over
     the runs Table 2 uses (`selection`, see report.candidates)."""
     from scipy import stats
-
-    from matrrec_cli.experiments.table2 import chosen_runs
 
     chosen = chosen_runs(results_dir, datasets, selection=selection)
     cache: dict[Path, pd.Series] = {}

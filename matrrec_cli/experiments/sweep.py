@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import pandas as pd
 
 from matrrec_cli.errors import UsageError
 from matrrec_cli.experiments.runner import RunResult, RunSpec, parse_values, summarise
+from matrrec_cli.io import atomic_path
+from matrrec_cli.train.config import RunOptions
 
 # sweep name -> (train option it sets, value type, figure it mirrors)
 PARAMS: dict[str, tuple[str, type, str]] = {
@@ -31,14 +34,14 @@ def parse(param: str, values: str) -> tuple[str, list[Any]]:
     return key, parse_values(values, kind)
 
 
-def specs(param: str, values: list[Any], datasets: list[str], model: str,
-          cli: dict[str, Any], sets: list[str]) -> list[RunSpec]:
+def specs(param: str, values: list[Any], datasets: list[str], base: RunOptions
+          ) -> list[RunSpec]:
+    """One spec per (dataset, value) of `param`, on top of `base` (the command's options)."""
     key = PARAMS[param][0]
-    if cli.get(key) is not None:
+    if getattr(base, key) is not None:
         raise UsageError(f"--{param} is what this sweep varies; do not also give it")
-    given = tuple((k, v) for k, v in cli.items() if v is not None)
-    return [RunSpec(dataset=ds, model=model, label=str(v), cli=(*given, (key, v)),
-                    sets=tuple(sets)) for ds in datasets for v in values]
+    return [RunSpec(dataclasses.replace(base, dataset=ds).given_by(f"sweep {param}", **{key: v}),
+                    label=str(v)) for ds in datasets for v in values]
 
 
 def file_stem(param: str, datasets: list[str], model: str, sets: list[str]) -> str:
@@ -62,8 +65,6 @@ def plot(param: str, df: pd.DataFrame, path: Path, *, default: Any = None) -> No
 
     matplotlib.use("Agg")  # headless: no display on servers and CI
     import matplotlib.pyplot as plt
-
-    from matrrec_cli.io import atomic_path
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.6))
     for ax, metric in zip(axes, METRICS, strict=True):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from matrrec_cli.data.prepared import load_meta
+from matrrec_cli.data.registry import dataset_names, get_dataset
 from matrrec_cli.data.split import Sequences
 from matrrec_cli.errors import MatrrecError
 
@@ -24,14 +26,12 @@ MIN_LEN = 5  # the 5-core lower bound on user history
 
 def table1_counts(name: str, data_dir: str | Path | None = None) -> tuple[int, int, int]:
     """(users, items, interactions) of `name`: paper Table 1 row, else prepared metadata."""
-    from matrrec_cli.data.registry import dataset_names, get_dataset
 
     if name in dataset_names() and get_dataset(name).paper is not None:
         p = get_dataset(name).paper
         pad = 1 if p.padding_included else 0
         return p.users - pad, p.items - pad, p.inter
     if data_dir is not None and (Path(data_dir) / name / "meta.json").exists():
-        from matrrec_cli.data.prepared import load_meta
 
         m = load_meta(name, Path(data_dir))
         return int(m["n_users"]), int(m["n_items"]), int(m["n_interactions"])

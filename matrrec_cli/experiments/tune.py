@@ -18,6 +18,7 @@ from typing import Any
 
 from matrrec_cli.errors import UsageError
 from matrrec_cli.experiments.runner import RunResult, RunSpec
+from matrrec_cli.train.config import RunOptions
 
 SCORE = "ndcg@10"  # RecBole's valid_metric, the early-stopping metric too
 # knob -> (how it is given: a train option or a --set key, the values tried), in search order
@@ -70,29 +71,22 @@ def current_value(cfg: Any, knob: str) -> Any:
     return getattr(cfg, knob, None)
 
 
-def spec_for(dataset: str, model: str, choice: dict[str, Any],
-             grid: dict[str, tuple[str, tuple[Any, ...]]], base_cli: dict[str, Any],
-             base_sets: list[str]) -> RunSpec:
-    cli = dict(base_cli)
-    sets = list(base_sets)
-    for knob, value in choice.items():
-        if grid[knob][0] == "cli":
-            cli[knob] = value
-        else:
-            sets.append(f"{knob}={value}")
+def spec_for(choice: dict[str, Any], grid: dict[str, tuple[str, tuple[Any, ...]]],
+             base: RunOptions) -> RunSpec:
+    """The candidate `choice` (knob -> value) on top of `base`, the command's options."""
+    values = {k: v for k, v in choice.items() if grid[k][0] == "cli"}
+    sets = [f"{k}={v}" for k, v in choice.items() if grid[k][0] == "set"]
     label = ",".join(f"{k}={v}" for k, v in choice.items()) or "faithful"
-    return RunSpec(dataset=dataset, model=model, label=label,
-                   cli=tuple((k, v) for k, v in cli.items() if v is not None), sets=tuple(sets))
+    return RunSpec(base.given_by(f"tune {label}", sets=sets, **values), label=label)
 
 
 def _mean(results: list[RunResult], split: str) -> float:
     return statistics.fmean(r.metrics[split][SCORE] for r in results)
 
 
-def search(dataset: str, model: str, grid: dict[str, tuple[str, tuple[Any, ...]]],
-           run: Callable[[RunSpec], list[RunResult]], *, base_cli: dict[str, Any],
-           base_sets: list[str], start: dict[str, Any]) -> tuple[dict[str, Any],
-                                                                list[dict[str, Any]]]:
+def search(grid: dict[str, tuple[str, tuple[Any, ...]]],
+           run: Callable[[RunSpec], list[RunResult]], *, base: RunOptions,
+           start: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The chosen knob values (only those that moved from `start`) and one row per candidate
     (knob, value, valid and test mean, whether it is the value held before, kept). `start` holds
     each knob's value in the starting configuration; `run` trains (or reuses) a spec over the
@@ -102,7 +96,7 @@ def search(dataset: str, model: str, grid: dict[str, tuple[str, tuple[Any, ...]]
     rows: list[dict[str, Any]] = []
 
     def measure(knob: str, value: Any, choice: dict[str, Any], held: bool) -> float:
-        spec = spec_for(dataset, model, choice, grid, base_cli, base_sets)
+        spec = spec_for(choice, grid, base)
         results = run(spec)
         valid, test = _mean(results, "valid"), _mean(results, "test")
         rows.append({"knob": knob, "value": value, "valid_" + SCORE: round(valid, 4),
@@ -129,15 +123,14 @@ def search(dataset: str, model: str, grid: dict[str, tuple[str, tuple[Any, ...]]
     return best, rows
 
 
-def command(dataset: str, model: str, best: dict[str, Any],
-            grid: dict[str, tuple[str, tuple[Any, ...]]], base_sets: list[str],
-            seeds: int = 5) -> str:
+def command(base: RunOptions, best: dict[str, Any],
+            grid: dict[str, tuple[str, tuple[Any, ...]]], seeds: int = 5) -> str:
     """The `matrrec train` line that reproduces the tuned recipe, tagged for Table 2."""
-    parts = ["matrrec train", f"--dataset {dataset}", f"--model {model}"]
+    parts = ["matrrec train", f"--dataset {base.dataset}", f"--model {base.model}"]
     for knob, value in best.items():
         if grid[knob][0] == "cli":
             parts.append(f"--{knob.replace('_', '-')} {value}")
-    sets = [*base_sets, *(f"{k}={v}" for k, v in best.items() if grid[k][0] == "set"),
+    sets = [*base.sets, *(f"{k}={v}" for k, v in best.items() if grid[k][0] == "set"),
             "tag=tuned"]
     parts += [f"--set {s}" for s in sets]
     parts.append(f"--seeds {seeds}")

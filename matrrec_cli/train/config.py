@@ -26,8 +26,8 @@ from typing import Any
 from matrrec_cli.errors import UsageError
 
 DEFAULT = "default"
-DATASETS_TOML = "datasets.toml"
 CLI = "command line"
+DEFAULT_MODEL = "matrrec"
 
 # A history longer than this is no sequential recommendation data set's (and L x batch x hidden
 # would not fit in memory); the bound turns a typo into an error instead of a MemoryError.
@@ -183,43 +183,82 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def resolve(
-    *,
-    dataset: str,
-    model: str,
-    cli: dict[str, Any],
-    sets: list[str] | None = None,
-    dataset_defaults: Any = None,
-    device: str = "auto",
-    data_dir: str = "data",
-    results_dir: str = "results",
-) -> TrainConfig:
-    """Merge defaults, datasets.toml (`dataset_defaults` with .max_len/.dropout), preset and
-    command-line values (`cli`: key -> value or None when not given) into a TrainConfig."""
+# The options a command gives a run directly (each its own flag); the rest is --set.
+OWN_FLAGS = ("seed", "epochs", "max_len", "dropout", "objective", "preset")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """What one run is asked for, as it travels from a command (or an experiment, or a Ray
+    worker) down to `resolve`: the values someone gave, None where nothing was given, so that
+    datasets.toml, the preset or the built-in default decides. `sources` names where a given
+    value came from, by option or --set key (`ablate: Remove FFN`, `sweep dropout`, ...); a key
+    not listed came from the command line."""
+
+    dataset: str
+    model: str = DEFAULT_MODEL
+    seed: int | None = None
+    epochs: int | None = None
+    max_len: int | None = None
+    dropout: float | None = None
+    objective: str | None = None
+    preset: str | None = None
+    sets: tuple[str, ...] = ()  # "key=value" for a model or trainer setting, in order
+    device: str = "auto"
+    data_dir: str = "data"
+    results_dir: str = "results"
+    sources: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    def given_by(self, source: str, *, sets: tuple[str, ...] | list[str] = (),
+                 **values: Any) -> RunOptions:
+        """A copy with `values` and more `sets` that `source` gave (later sets win)."""
+        marks = dict.fromkeys(values, source)
+        marks.update(dict.fromkeys((p.partition("=")[0].strip() for p in sets), source))
+        return dataclasses.replace(self, **values, sets=(*self.sets, *sets),
+                                   sources={**self.sources, **marks})
+
+    def source(self, key: str) -> str:
+        return self.sources.get(key, CLI)
+
+
+def dataset_defaults(name: str, data_dir: str, *, prepared: bool = True) -> Any:
+    """The paper's per-dataset settings (.max_len, .dropout, .source): datasets.toml, else an
+    import's meta.json. With `prepared`, an unprepared or unknown dataset fails here, before any
+    configuration is shown or anything is written."""
+    from matrrec_cli.data.prepared import require_prepared
+    from matrrec_cli.data.registry import training_defaults
+
+    if prepared:
+        require_prepared(name, data_dir)
+    return training_defaults(name, data_dir)
+
+
+def resolve(opts: RunOptions, *, prepared: bool = True) -> TrainConfig:
+    """Merge the built-in defaults, the dataset's defaults (looked up here), the preset and the
+    given options into a TrainConfig that records where every value came from. `prepared=False`
+    resolves without prepared data (profile's synthetic cells, tests)."""
     from matrrec_cli.models import get_model_class, make_config
     from matrrec_cli.train.device import resolve_device
 
-    resolve_device(device)  # a bad or absent device fails before anything is printed or written
+    model, dataset = opts.model, opts.dataset
+    resolve_device(opts.device)  # a bad or absent device fails before anything is printed
+    ds = dataset_defaults(dataset, opts.data_dir, prepared=prepared)
     values: dict[str, Any] = dict(TRAINER_DEFAULTS)
     sources = dict.fromkeys(values, DEFAULT)
-    unknown = sorted(set(cli) - set(values) - {"dropout"})
-    if unknown:
-        raise UsageError(f"unknown training option(s): {', '.join(unknown)}")
-    if dataset_defaults is not None:
-        values["max_len"] = int(dataset_defaults.max_len)
-        sources["max_len"] = DATASETS_TOML
+    values["max_len"], sources["max_len"] = int(ds.max_len), ds.source
     dropout, sources["dropout"] = None, DEFAULT
-    for key, value in cli.items():
+    for key in OWN_FLAGS:
+        value = getattr(opts, key)
         if value is not None and key != "dropout":
-            values[key], sources[key] = value, CLI
+            values[key], sources[key] = value, opts.source(key)
     if values["preset"] not in ("paper", "recbole"):
         raise UsageError(f"--preset must be paper or recbole, not {values['preset']!r}")
     if values["objective"] not in ("prefix", "all"):
         raise UsageError(f"--objective must be prefix or all, not {values['objective']!r}")
-    if cli.get("dropout") is not None:
-        dropout, sources["dropout"] = float(cli["dropout"]), CLI
-    elif values["preset"] == "paper" and dataset_defaults is not None:
-        dropout, sources["dropout"] = float(dataset_defaults.dropout), DATASETS_TOML
+    if opts.dropout is not None:
+        dropout, sources["dropout"] = float(opts.dropout), opts.source("dropout")
+    elif values["preset"] == "paper":
+        dropout, sources["dropout"] = float(ds.dropout), ds.source
 
     if dropout is not None and not 0.0 <= dropout < 1.0:  # NaN fails here too
         raise UsageError(f"--dropout must be in [0, 1), not {dropout}")
@@ -235,16 +274,13 @@ def resolve(
     if dropout is not None:
         for k, v in cls.dropout_overrides(dropout).items():
             overrides[k], model_src[k] = v, sources["dropout"]
-    if values["preset"] == "paper" and dropout is None:
-        for k in cls.dropout_overrides(0.0):  # no dataset dropout known: keep the model default
-            overrides.pop(k, None)
-            model_src[k] = DEFAULT
-    for key, raw in parse_sets(sets or []).items():
+    for key, raw in parse_sets(list(opts.sets)).items():
+        given = opts.sources.get(key, f"{CLI} --set")
         if key in SETTABLE:
-            values[key], sources[key] = _coerce(key, raw, TRAINER_DEFAULTS[key]), f"{CLI} --set"
+            values[key], sources[key] = _coerce(key, raw, TRAINER_DEFAULTS[key]), given
         elif key in model_defaults:
             overrides[key] = _coerce(key, raw, model_defaults[key])
-            model_src[key] = f"{CLI} --set"
+            model_src[key] = given
         else:
             raise UsageError(
                 f"--set {key}: unknown key; trainer keys: {', '.join(SETTABLE)}; "
@@ -261,9 +297,10 @@ def resolve(
         raise UsageError(f"bucket_by_length: model {model!r} reads its padding by design, so "
                          "trimming it would change the model; leave the option off")
     sources.update({f"model.{k}": v for k, v in model_src.items()})
-    for k in ("device", "data_dir", "results_dir"):
-        sources[k] = CLI
+    for k in ("dataset", "model", "device", "data_dir", "results_dir"):
+        sources[k] = opts.source(k)
     return TrainConfig(
         dataset=dataset, model=model.lower(), dropout=dropout, model_config=model_config,
-        sources=sources, device=device, data_dir=str(data_dir), results_dir=str(results_dir),
+        sources=sources, device=opts.device, data_dir=str(opts.data_dir),
+        results_dir=str(opts.results_dir),
         **{key: type(TRAINER_DEFAULTS[key])(values[key]) for key in KNOBS})

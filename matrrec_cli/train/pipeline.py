@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from matrrec_cli.data.prepared import load_interactions, load_meta
 from matrrec_cli.data.split import SplitData, build_sequences, split
 from matrrec_cli.errors import MatrrecError
+from matrrec_cli.models import build_model
 from matrrec_cli.train import runs
+from matrrec_cli.train.checkpoint import load_checkpoint, restore
 from matrrec_cli.train.config import TrainConfig
+from matrrec_cli.train.device import resolve_device
+from matrrec_cli.train.evaluate import evaluate_split
+from matrrec_cli.train.metrics import rounded
 from matrrec_cli.train.progress import Reporter
-
-
-def dataset_defaults(name: str, data_dir: str | Path) -> Any:
-    """The paper's per-dataset settings from datasets.toml (.max_len, .dropout) of a prepared
-    dataset; an unprepared or unknown one fails here, before any configuration is shown."""
-    from matrrec_cli.data.prepared import require_prepared
-    from matrrec_cli.data.registry import training_defaults
-
-    require_prepared(name, data_dir)
-    return training_defaults(name, data_dir)
+from matrrec_cli.train.trainer import fit
 
 
 def load_split(cfg: TrainConfig) -> SplitData:
     """The prepared interactions of cfg.dataset as leave-one-out samples (protocol §2)."""
-    from matrrec_cli.data.prepared import load_interactions, load_meta
 
     df = load_interactions(cfg.dataset, cfg.data_dir)
     meta = load_meta(cfg.dataset, cfg.data_dir)
@@ -34,8 +32,6 @@ def load_split(cfg: TrainConfig) -> SplitData:
 
 
 def model_builder(cfg: TrainConfig, n_items: int):
-    from matrrec_cli.models import build_model
-
     return lambda: build_model(cfg.model, n_items=n_items, max_len=cfg.max_len,
                                overrides=cfg.model_config)
 
@@ -46,9 +42,6 @@ def train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[s
     Raises runs.RunBusy at once when another process is training the same configuration. A new
     run directory that fails or is interrupted before its first checkpoint is removed: a run
     that never started leaves nothing behind."""
-    import shutil
-
-    from matrrec_cli.train.trainer import fit
 
     with runs.training_lock(cfg):
         run_dir = runs.find_unfinished(cfg) if resume else None
@@ -84,12 +77,6 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
                  mask_history: bool | None = None, data_dir: str | None = None,
                  batch_size: int | None = None) -> dict[str, Any]:
     """Reload best.pt of a run and recompute one split's metrics; compare with the stored ones."""
-    from dataclasses import replace
-
-    from matrrec_cli.train.checkpoint import load_checkpoint, restore
-    from matrrec_cli.train.device import resolve_device
-    from matrrec_cli.train.evaluate import evaluate_split
-    from matrrec_cli.train.metrics import rounded
 
     run_dir = Path(run_dir)
     cfg, stored = runs.load_run(run_dir)
