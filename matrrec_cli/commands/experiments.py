@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -26,6 +26,9 @@ from matrrec_cli.commands.tables import (
 )
 from matrrec_cli.errors import UsageError
 
+if TYPE_CHECKING:
+    from matrrec_cli.experiments.runner import ExecutorOptions
+
 DatasetOpt = Annotated[list[str] | None, typer.Option(
     "--dataset", help="Prepared dataset (repeatable).")]
 SeedsOpt = Annotated[str | None, typer.Option(
@@ -37,6 +40,41 @@ SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="key=value for a model or trainer setting (repeatable).")]
 RetrainOpt = Annotated[bool, typer.Option(
     help="Train again even where a finished run of the same configuration exists.")]
+# Where the runs train (--executor ray: one Ray task per run, on this machine or a cluster).
+_RAY = "Ray (--executor ray)"
+ExecutorOpt = Annotated[Literal["local", "ray"], typer.Option(
+    help="local: one run after another in this process; ray: each run a Ray task on a local "
+         "Ray or the cluster at --address (pip install 'matrrec[ray]').", rich_help_panel=_RAY)]
+AddressOpt = Annotated[str | None, typer.Option(
+    help="A running Ray cluster, e.g. ray://head:10001 or auto \\[default: $RAY_ADDRESS, else "
+         "an embedded local Ray].", rich_help_panel=_RAY)]
+CpusPerRunOpt = Annotated[int, typer.Option(
+    help="CPUs Ray reserves per run; also the run's torch threads.", rich_help_panel=_RAY)]
+GpusPerRunOpt = Annotated[float | None, typer.Option(
+    help="GPUs per run \\[default: 1 where the cluster has GPUs, else 0].",
+    rich_help_panel=_RAY)]
+KeepCheckpointsOpt = Annotated[bool, typer.Option(
+    help="Bring best.pt and last.pt back with each run (matrrec evaluate needs best.pt).",
+    rich_help_panel=_RAY)]
+SharedDataOpt = Annotated[bool, typer.Option(
+    help="Workers read --data-dir themselves (a shared file system) instead of receiving the "
+         "dataset through Ray's object store.", rich_help_panel=_RAY)]
+
+
+def executor_options(executor: str, address: str | None, cpus_per_run: int,
+                     gpus_per_run: float | None, keep_checkpoints: bool,
+                     shared_data_dir: bool) -> ExecutorOptions:
+    from matrrec_cli.experiments.runner import ExecutorOptions
+
+    if executor == "local" and (address or gpus_per_run is not None or keep_checkpoints
+                                or shared_data_dir or cpus_per_run != 1):
+        raise UsageError("--address, --cpus-per-run, --gpus-per-run, --keep-checkpoints and "
+                         "--shared-data-dir are for --executor ray")
+    return ExecutorOptions(kind=executor, address=address, cpus_per_run=cpus_per_run,
+                           gpus_per_run=gpus_per_run, keep_checkpoints=keep_checkpoints,
+                           shared_data_dir=shared_data_dir)
+
+
 FinishedOnlyOpt = Annotated[bool, typer.Option(
     help="Train nothing: render the table from the finished runs (seeds column says how many).")]
 
@@ -87,6 +125,9 @@ def register(app: typer.Typer) -> None:
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         retrain: RetrainOpt = False, finished_only: FinishedOnlyOpt = False,
+        executor: ExecutorOpt = "local", address: AddressOpt = None,
+        cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
+        keep_checkpoints: KeepCheckpointsOpt = False, shared_data_dir: SharedDataOpt = False,
     ) -> None:
         """Table 3: train MaTrRec's default and the requested ablations, render the table.
 
@@ -109,8 +150,10 @@ def register(app: typer.Typer) -> None:
                            objective=objective, preset=preset, max_len=max_len, dropout=dropout)
         rdir = Path(base.results_dir)
         specs = ablation.specs(datasets, variant_list, base)
+        ex = executor_options(executor, address, cpus_per_run, gpus_per_run,
+                                                   keep_checkpoints, shared_data_dir)
         results = run_all(specs, parse_seeds(seeds, seed=seed), retrain=retrain,
-                          finished_only=finished_only)
+                          finished_only=finished_only, executor=ex)
         if not results:
             raise UsageError("no finished run of these variants yet; run without --finished-only")
         df = ablation.table3(results)
@@ -157,6 +200,9 @@ def register(app: typer.Typer) -> None:
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         retrain: RetrainOpt = False,
+        executor: ExecutorOpt = "local", address: AddressOpt = None,
+        cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
+        keep_checkpoints: KeepCheckpointsOpt = False, shared_data_dir: SharedDataOpt = False,
     ) -> None:
         """Figures 2-3: train over a dropout or max-length sweep; CSV and a PNG line plot.
 
@@ -178,7 +224,9 @@ def register(app: typer.Typer) -> None:
                            objective=objective, preset=preset, max_len=max_len, dropout=dropout)
         model, ddir, rdir = base.model, Path(base.data_dir), Path(base.results_dir)
         specs = sweep_mod.specs(param, vals, datasets, base)
-        results = run_all(specs, parse_seeds(seeds, seed=seed), retrain=retrain)
+        ex = executor_options(executor, address, cpus_per_run, gpus_per_run,
+                                                   keep_checkpoints, shared_data_dir)
+        results = run_all(specs, parse_seeds(seeds, seed=seed), retrain=retrain, executor=ex)
         df = sweep_mod.frame(param, results)
         stem = sweep_mod.file_stem(param, datasets, model, list(set_ or []))
         csv = save_csv(df, rdir / f"sweep_{stem}.csv", output, key=["dataset", param])
@@ -218,6 +266,8 @@ def register(app: typer.Typer) -> None:
         set_: SetOpt = None,
         data_dir: DirOpt = None, results_dir: DirOpt = None, markdown: MarkdownOpt = False,
         json_out: JsonOpt = False,
+        executor: ExecutorOpt = "local", address: AddressOpt = None,
+        cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
     ) -> None:
         """Tables 4-5: memory, training time per epoch and inference time per model and L.
 
@@ -251,7 +301,8 @@ def register(app: typer.Typer) -> None:
               for d, s in sources for n in lens]
         t5 = [{**base, "dataset": d, "synthetic": s, "model": m,
                "max_len": _defaults(d, ddir).max_len} for d, s in sources for m in names]
-        _profile_tables(prof, t4, t5, rdir, markdown=markdown, json_out=json_out)
+        ex = executor_options(executor, address, cpus_per_run, gpus_per_run, False, False)
+        _profile_tables(prof, t4, t5, rdir, markdown=markdown, json_out=json_out, executor=ex)
 
 
 def _defaults(dataset: str, data_dir: Path) -> Any:
@@ -265,7 +316,8 @@ def _seconds(x: float) -> str:
 
 
 def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
-                    markdown: bool = False, json_out: bool = False) -> None:
+                    markdown: bool = False, json_out: bool = False,
+                    executor: ExecutorOptions | None = None) -> None:
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
@@ -279,9 +331,15 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
         rows = []
         for i, cell in enumerate(cells, 1):
             print(f"[{i}/{len(cells)}] profiling {cell['model']} on {cell['dataset']}"
-                  f"{' (synthetic)' if cell['synthetic'] else ''} L {cell['max_len']}",
+                  f"{' (synthetic)' if cell['synthetic'] else ''} L {cell['max_len']}"
+                  + (" (a Ray task)" if executor and executor.kind == "ray" else ""),
                   file=sys.stderr, flush=True)
-            rows.append(prof.run_cell(cell))
+            if not executor or executor.kind == "local":
+                rows.append(prof.run_cell(cell))
+        if executor and executor.kind == "ray":
+            from matrrec_cli.experiments.ray_executor import profile_cells
+
+            rows = profile_cells(cells, executor)
         df = pd.DataFrame(rows)
         rows_out += rows
         save_csv(df, rdir / csv, None, key=["dataset", "synthetic", "model", "max_len"])

@@ -9,14 +9,21 @@ from typing import Annotated
 import typer
 
 from matrrec_cli.commands.experiments import (
+    AddressOpt,
+    CpusPerRunOpt,
     DeviceOpt,
     DirOpt,
     EpochsOpt,
+    ExecutorOpt,
+    GpusPerRunOpt,
+    KeepCheckpointsOpt,
     RetrainOpt,
     SeedOpt,
     SeedsOpt,
     SetOpt,
+    SharedDataOpt,
     cell_text,
+    executor_options,
 )
 from matrrec_cli.commands.tables import (
     JsonOpt,
@@ -46,6 +53,9 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None, data_dir: DirOpt = None, results_dir: DirOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         set_: SetOpt = None, retrain: RetrainOpt = False,
+        executor: ExecutorOpt = "local", address: AddressOpt = None,
+        cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
+        keep_checkpoints: KeepCheckpointsOpt = False, shared_data_dir: SharedDataOpt = False,
     ) -> None:
         """Greedy search, one knob at a time, from the faithful settings (plus any --set); the
         starting configuration is trained first and each knob's current value is always a
@@ -75,6 +85,8 @@ def register(app: typer.Typer) -> None:
                            results_dir=results_dir, sets=set_, epochs=epochs)
         model, rdir = base.model, Path(base.results_dir)
         seed_list = parse_seeds(seeds, seed=seed)
+        ex = executor_options(executor, address, cpus_per_run, gpus_per_run, keep_checkpoints,
+                              shared_data_dir)
 
         def resolved(choice: dict) -> object:  # validates the spec before anything trains
             return resolve_spec(tune_mod.spec_for(choice, space, base),
@@ -90,7 +102,7 @@ def register(app: typer.Typer) -> None:
                 resolved({knob: value})
 
         def run(spec: RunSpec) -> list[RunResult]:
-            return run_all([spec], seed_list, retrain=retrain)
+            return run_all([spec], seed_list, retrain=retrain, executor=ex)
 
         best, rows = tune_mod.search(space, run, base=base, start=start)
         import pandas as pd

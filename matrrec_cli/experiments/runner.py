@@ -8,6 +8,7 @@ continues where it stopped and re-running a command only re-renders its table.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 from pathlib import Path
@@ -50,6 +51,41 @@ class Seeds:
 
     values: tuple[int, ...]
     source: str = CLI
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorOptions:
+    """Where the runs of one command train: `local` (in this process, one after another; other
+    processes on this machine can share the work through file locks) or `ray` (one task per
+    run on a local Ray or a cluster; see ray_executor)."""
+
+    kind: str = "local"
+    address: str | None = None  # a running Ray cluster; None: $RAY_ADDRESS, else embedded
+    cpus_per_run: int = 1  # Ray's CPU request per task, and the task's torch threads
+    gpus_per_run: float | None = None  # None: 1 where the cluster has GPUs, else 0
+    keep_checkpoints: bool = False  # ship best.pt and last.pt back with each run record
+    shared_data_dir: bool = False  # workers read --data-dir themselves (a shared file system)
+    max_retries: int = 3  # Ray's retries of a task whose worker died
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("local", "ray"):
+            raise UsageError(f"--executor must be local or ray, not {self.kind!r}")
+        if self.cpus_per_run < 1:
+            raise UsageError(f"--cpus-per-run must be at least 1, not {self.cpus_per_run}")
+        if self.gpus_per_run is not None and not self.gpus_per_run >= 0:
+            raise UsageError(f"--gpus-per-run must be >= 0, not {self.gpus_per_run}")
+
+
+LOCAL = ExecutorOptions()
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A run to train: its place in the command's list, its progress label, its config."""
+
+    index: int
+    head: str
+    cfg: TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,38 +148,75 @@ def resolve_spec(spec: RunSpec, *, seed: int, seed_source: str = CLI,
     return resolve(spec.options.given_by(seed_source, seed=seed), prepared=prepared)
 
 
-def run_all(specs: list[RunSpec], seeds: Seeds, *, quiet: bool = False, retrain: bool = False,
-            finished_only: bool = False) -> list[RunResult]:
+def run_all(specs: list[RunSpec], seeds: Seeds, *, executor: ExecutorOptions = LOCAL,
+            quiet: bool = False, retrain: bool = False, finished_only: bool = False
+            ) -> list[RunResult]:
     """Train every (spec, seed), or reuse its finished run; configs are checked before training
     starts, so a typo in the last variant fails in a second, not after hours. `finished_only`
     trains nothing: the results of the finished runs only (a table of work in progress)."""
-
     todo = [(spec, seed, resolve_spec(spec, seed=seed, seed_source=seeds.source))
             for spec in specs for seed in seeds.values]
-    out, busy = [], 0
+    out: dict[int, RunResult] = {}
+    jobs: list[Job] = []
     reporter = Reporter(enabled=not quiet)
     for i, (spec, seed, cfg) in enumerate(todo, 1):
         done = None if retrain else runs.find_finished(cfg)
         head = f"[{i}/{len(todo)}] {spec.dataset} {spec.model} {spec.label} seed {seed}"
         if done is not None:
             reporter.note(f"{head}: reusing {done}")
-            out.append(RunResult(spec, seed, done, runs.read_json(done / runs.METRICS), True))
-            continue
-        if finished_only:
+            out[i] = RunResult(spec, seed, done, runs.read_json(done / runs.METRICS), True)
+        elif finished_only:
             reporter.note(f"{head}: not finished, left out (--finished-only)")
-            continue
-        reporter.note(f"{head}: training")
+        else:
+            jobs.append(Job(i, head, cfg))
+    if executor.kind == "ray":
+        written, failed = _on_ray(jobs, executor, reporter)
+    else:
+        written, failed = _here(jobs, reporter), {}
+    for job in jobs:
+        if job.index in written:
+            spec, seed, _ = todo[job.index - 1]
+            path = written[job.index]
+            out[job.index] = RunResult(spec, seed, path, runs.read_json(path / runs.METRICS),
+                                       False)
+    if failed:
+        raise MatrrecError(f"{len(failed)} of {len(todo)} run(s) failed (each named above with "
+                           f"its error); the {len(out)} others are finished and kept: fix and "
+                           "rerun the same command, which reuses them")
+    busy_count = len(jobs) - len(written) - len(failed)
+    if busy_count and not out:  # nothing to summarise: say so instead of an empty table
+        raise MatrrecError(f"all {busy_count} run(s) are being trained by another process; "
+                           "rerun this command when they finish (it reuses them)")
+    return [out[i] for i in sorted(out)]
+
+
+def _here(jobs: list[Job], reporter: Reporter) -> dict[int, Path]:
+    """Train the jobs in this process, one after another."""
+    written = {}
+    for job in jobs:
+        reporter.note(f"{job.head}: training")
         try:
-            metrics, run_dir = pipeline.train(cfg, resume=True, reporter=reporter)
+            _, written[job.index] = pipeline.train(job.cfg, resume=True, reporter=reporter)
         except runs.RunBusy:  # another worker has it: take the next
-            reporter.note(f"{head}: being trained by another process, left out")
-            busy += 1
-            continue
-        out.append(RunResult(spec, seed, run_dir, metrics, False))
-    if busy and not out:  # nothing to summarise: say so instead of an empty table
-        raise MatrrecError(f"all {busy} run(s) are being trained by another process; rerun this "
-                           "command when they finish (it reuses them)")
-    return out
+            reporter.note(f"{job.head}: being trained by another process, left out")
+    return written
+
+
+def _on_ray(jobs: list[Job], executor: ExecutorOptions, reporter: Reporter
+            ) -> tuple[dict[int, Path], dict[int, str]]:
+    """Train the jobs as Ray tasks. Each run's lock is held here while its task is out, so a
+    local worker sharing the results directory never trains it at the same time."""
+    from matrrec_cli.experiments import ray_executor  # Ray is an optional extra
+
+    with contextlib.ExitStack() as locks:
+        mine = []
+        for job in jobs:
+            try:
+                locks.enter_context(runs.training_lock(job.cfg))
+                mine.append(job)
+            except runs.RunBusy:
+                reporter.note(f"{job.head}: being trained by another process, left out")
+        return ray_executor.run_jobs(mine, executor, reporter)
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:

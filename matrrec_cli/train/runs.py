@@ -19,12 +19,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from matrrec_cli.errors import MatrrecError, warn
-from matrrec_cli.io import exclusive_lock
+from matrrec_cli.io import current_umask, exclusive_lock
 from matrrec_cli.train.config import TRAINER_DEFAULTS, TrainConfig
 
 CONFIG, METRICS, HISTORY, RANKS, ENV = (
@@ -73,6 +76,43 @@ def new_run_dir(cfg: TrainConfig) -> Path:
         except FileExistsError:
             continue
     raise MatrrecError(f"could not create a run directory under {root}")
+
+
+RECORD_FILES = (CONFIG, ENV, HISTORY, RANKS, METRICS)  # a finished run, without checkpoints
+
+
+def pack_run(run_dir: Path, *, checkpoints: bool = False) -> dict[str, bytes]:
+    """A finished run's files by name, to send from the machine that trained it (a Ray worker)
+    to the one that keeps the results; checkpoints (best.pt, last.pt) only when asked."""
+    names = [*RECORD_FILES, *((BEST, LAST) if checkpoints else ())]
+    return {n: (run_dir / n).read_bytes() for n in names if (run_dir / n).exists()}
+
+
+def install_run(cfg: TrainConfig, files: dict[str, bytes]) -> Path:
+    """Write a run trained elsewhere into `cfg.results_dir` with the identity a local run has
+    (`<time>-<hash>` under runs/<dataset>/<model>/, config.json naming this machine's
+    directories). Built in runs/.staging and renamed into place whole, metrics.json included:
+    a reader never sees a half-written run, and a failed write leaves none."""
+    if METRICS not in files:
+        raise MatrrecError(f"the run record of {cfg.dataset}/{cfg.model} seed {cfg.seed} has no "
+                           f"{METRICS}: it did not finish")
+    staging = Path(cfg.results_dir) / "runs" / ".staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=staging))
+    try:
+        for name, blob in files.items():
+            if name == CONFIG:  # the worker's own directories are no concern of this machine
+                blob = (json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str)
+                        + "\n").encode()
+            (tmp / Path(name).name).write_bytes(blob)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide it from a group
+        final = new_run_dir(cfg)  # reserves a unique name; the staged run replaces it
+        final.rmdir()
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
 
 
 def read_json(path: Path) -> Any:
