@@ -94,7 +94,7 @@ def test_resume_continues_unfinished_run(fake_data, capsys, tmp_path: Path) -> N
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--set", "no_such_key=1"], "unknown key"),
-    (["--set", "hidden_size=big"], "expected a int"),
+    (["--set", "hidden_size=big"], "expected an int"),
     (["--objective", "sometimes"], "'sometimes' is not one of 'prefix', 'all'"),
     (["--preset", "mine"], "'mine' is not one of 'paper', 'recbole'"),
     (["--set", "lr=nan"], "lr must be a finite number above 0"),

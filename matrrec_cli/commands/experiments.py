@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from matrrec_cli.commands.tables import (
+    ConfigOpt,
     DeviceOpt,
     JsonOpt,
     MarkdownOpt,
@@ -27,7 +28,8 @@ from matrrec_cli.commands.tables import (
 from matrrec_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from matrrec_cli.experiments.runner import ExecutorOptions
+    from matrrec_cli.experiments.runner import ExecutorOptions, Seeds
+    from matrrec_cli.train.config import RunOptions
 
 DatasetOpt = Annotated[list[str] | None, typer.Option(
     "--dataset", help="Prepared dataset (repeatable).")]
@@ -86,10 +88,24 @@ def resolve_dirs(data_dir: str | None, results_dir: str | None) -> tuple[Path, P
     return dpath(data_dir), rpath(results_dir)
 
 
-def _need(datasets: list[str] | None) -> list[str]:
-    if not datasets:
-        raise UsageError("give at least one --dataset (see matrrec datasets)")
-    return list(dict.fromkeys(datasets))
+def _first(datasets: list[str] | None) -> str | None:
+    return datasets[0] if datasets else None
+
+
+def _need(datasets: list[str] | None, base: RunOptions) -> list[str]:
+    """The --dataset values, else the run file's dataset (run_options has checked there is
+    one)."""
+    return list(dict.fromkeys(datasets)) if datasets else [base.dataset]
+
+
+def seeds_for(seeds: str | None, seed: int | None, base: RunOptions) -> Seeds:
+    """--seeds/--seed, with a run file's seed as the first seed when --seed is not given."""
+    from matrrec_cli.experiments.runner import Seeds, parse_seeds
+
+    if seed is None and base.seed is not None:
+        out = parse_seeds(seeds, seed=base.seed)
+        return out if seeds else Seeds(out.values, base.source("seed"))
+    return parse_seeds(seeds, seed=seed)
 
 
 def cell_text(value: float, std: Any, *, bold: bool = False, worse: bool = False,
@@ -125,6 +141,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         retrain: RetrainOpt = False, finished_only: FinishedOnlyOpt = False,
+        config: ConfigOpt = None,
         executor: ExecutorOpt = "local", address: AddressOpt = None,
         cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
         keep_checkpoints: KeepCheckpointsOpt = False, shared_data_dir: SharedDataOpt = False,
@@ -140,19 +157,19 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from matrrec_cli.experiments import ablation
-        from matrrec_cli.experiments.runner import parse_seeds, run_all
+        from matrrec_cli.experiments.runner import run_all
 
-        datasets = _need(dataset)
         variant_list = ablation.variants(remove=remove or [], add=add or [], heads=heads or [],
                                          layers=layers or [], all_=all_)
-        base = run_options(datasets[0], device=device, data_dir=data_dir,
-                           results_dir=results_dir, sets=set_, epochs=epochs,
+        base = run_options(_first(dataset), device=device, data_dir=data_dir,
+                           results_dir=results_dir, sets=set_, epochs=epochs, config=config,
                            objective=objective, preset=preset, max_len=max_len, dropout=dropout)
+        datasets = _need(dataset, base)
         rdir = Path(base.results_dir)
         specs = ablation.specs(datasets, variant_list, base)
-        ex = executor_options(executor, address, cpus_per_run, gpus_per_run,
-                                                   keep_checkpoints, shared_data_dir)
-        results = run_all(specs, parse_seeds(seeds, seed=seed), retrain=retrain,
+        ex = executor_options(executor, address, cpus_per_run, gpus_per_run, keep_checkpoints,
+                              shared_data_dir)
+        results = run_all(specs, seeds_for(seeds, seed, base), retrain=retrain,
                           finished_only=finished_only, executor=ex)
         if not results:
             raise UsageError("no finished run of these variants yet; run without --finished-only")
@@ -199,7 +216,7 @@ def register(app: typer.Typer) -> None:
         objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = None,
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
-        retrain: RetrainOpt = False,
+        retrain: RetrainOpt = False, config: ConfigOpt = None,
         executor: ExecutorOpt = "local", address: AddressOpt = None,
         cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
         keep_checkpoints: KeepCheckpointsOpt = False, shared_data_dir: SharedDataOpt = False,
@@ -214,19 +231,19 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from matrrec_cli.experiments import sweep as sweep_mod
-        from matrrec_cli.experiments.runner import parse_seeds, run_all
+        from matrrec_cli.experiments.runner import run_all
 
-        datasets = _need(dataset)
         param = sweep_mod.canonical(param)
         _, vals = sweep_mod.parse(param, values)
-        base = run_options(datasets[0], model=model, device=device, data_dir=data_dir,
-                           results_dir=results_dir, sets=set_, epochs=epochs,
+        base = run_options(_first(dataset), model=model, device=device, data_dir=data_dir,
+                           results_dir=results_dir, sets=set_, epochs=epochs, config=config,
                            objective=objective, preset=preset, max_len=max_len, dropout=dropout)
+        datasets = _need(dataset, base)
         model, ddir, rdir = base.model, Path(base.data_dir), Path(base.results_dir)
         specs = sweep_mod.specs(param, vals, datasets, base)
-        ex = executor_options(executor, address, cpus_per_run, gpus_per_run,
-                                                   keep_checkpoints, shared_data_dir)
-        results = run_all(specs, parse_seeds(seeds, seed=seed), retrain=retrain, executor=ex)
+        ex = executor_options(executor, address, cpus_per_run, gpus_per_run, keep_checkpoints,
+                              shared_data_dir)
+        results = run_all(specs, seeds_for(seeds, seed, base), retrain=retrain, executor=ex)
         df = sweep_mod.frame(param, results)
         stem = sweep_mod.file_stem(param, datasets, model, list(set_ or []))
         csv = save_csv(df, rdir / f"sweep_{stem}.csv", output, key=["dataset", param])

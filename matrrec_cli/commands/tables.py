@@ -19,7 +19,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from matrrec_cli.train.config import CLI, DEFAULT, DEFAULT_MODEL, RunOptions
+from matrrec_cli.errors import UsageError
+from matrrec_cli.train.config import (
+    CLI,
+    DEFAULT,
+    DEFAULT_MODEL,
+    OWN_FLAGS,
+    RunOptions,
+    read_config_file,
+)
 
 MarkdownOpt = Annotated[bool, typer.Option(
     "--markdown", help="Print the table as GitHub Markdown (to stdout) instead of a Rich table.")]
@@ -36,12 +44,14 @@ DeviceOpt = Annotated[str | None, typer.Option(
     metavar="[auto|cpu|cuda|cuda:N]", help="Where to train and evaluate \\[default: auto].")]
 
 
-def run_options(dataset: str, *, model: str | None = None, device: str | None = None,
+def run_options(dataset: str | None, *, model: str | None = None, device: str | None = None,
                 data_dir: str | None = None, results_dir: str | None = None,
-                sets: list[str] | None = None, **flags: Any) -> RunOptions:
+                sets: list[str] | None = None, config: Path | None = None,
+                **flags: Any) -> RunOptions:
     """The options a command was given, as the one object that carries them to `resolve`, with
     the true source of dataset, model, device and directories (command line, environment or
-    default); `flags` are the own-flag options (seed, epochs, ...), None where not given."""
+    default); `flags` are the own-flag options (seed, epochs, ...), None where not given.
+    `config` is a run file (`--config run.toml`): its values come first, flags override them."""
     import os
 
     from matrrec_cli.paths import DATA_DIR_ENV, RESULTS_DIR_ENV
@@ -53,15 +63,31 @@ def run_options(dataset: str, *, model: str | None = None, device: str | None = 
             return CLI
         return f"${env}" if env and os.environ.get(env) else DEFAULT
 
-    sources = {"model": where(model), "device": where(device),
+    file = read_config_file(config) if config is not None else {"sources": {}, "sets": ()}
+    dataset = dataset or file.get("dataset")
+    if not dataset:
+        raise UsageError("give --dataset NAME (or dataset = \"NAME\" in the --config file)")
+    sources = {**file["sources"], "device": where(device),
                "data_dir": where(data_dir, DATA_DIR_ENV),
                "results_dir": where(results_dir, RESULTS_DIR_ENV)}
-    return RunOptions(dataset=dataset, model=(model or DEFAULT_MODEL).lower(),
+    sources["model"] = CLI if model else file["sources"].get("model", DEFAULT)
+    if dataset != file.get("dataset"):
+        sources.pop("dataset", None)  # the command line's
+    given = {k: v for k, v in flags.items() if v is not None}
+    for key in given:
+        sources.pop(key, None)  # a flag overrides the file: the command line's
+    for pair in sets or ():
+        sources.pop(pair.partition("=")[0].strip(), None)
+    own = {k: file[k] for k in OWN_FLAGS if k in file}
+    return RunOptions(dataset=dataset, model=(model or file.get("model") or DEFAULT_MODEL).lower(),
                       device=device or "auto", data_dir=str(data_path(data_dir)),
-                      results_dir=str(results_path(results_dir)), sets=tuple(sets or ()),
-                      sources=sources, **{k: v for k, v in flags.items() if v is not None})
+                      results_dir=str(results_path(results_dir)),
+                      sets=(*file["sets"], *(sets or ())), sources=sources, **{**own, **given})
 
 
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="A run file (TOML: dataset, model, [trainer], [model_config]; see "
+                     "configs/); flags override it.")]
 JsonOpt = Annotated[bool, typer.Option(
     "--json", help="Print the table's rows as one JSON list on stdout (the table goes to stderr).")]
 OutputOpt = Annotated[Path | None, typer.Option(

@@ -161,6 +161,44 @@ def profile_task(cell: dict[str, Any], threads: int) -> dict[str, Any]:
 # --- the driver ------------------------------------------------------------------------------
 
 
+class Board:
+    """One line per run — queued, running on node X, epoch k of N, done or failed — kept live
+    in place on a terminal; in a log (no terminal) each change is a line of its own."""
+
+    def __init__(self, jobs: list[Job], reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.heads = {job.index: job.head for job in jobs}
+        self.state = dict.fromkeys(self.heads, "queued")
+        self.live: Any = None
+        if reporter.enabled and reporter.rich:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(self._render(), console=Console(stderr=True), transient=False,
+                             auto_refresh=False)
+            self.live.start()
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        for key, head in self.heads.items():
+            table.add_row(head, self.state[key])
+        return table
+
+    def set(self, key: int, text: str) -> None:
+        self.state[key] = text
+        if self.live is not None:
+            self.live.update(self._render(), refresh=True)
+        else:
+            self.reporter.note(f"{self.heads[key]}: {text}")
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
 def _dataset_files(cfg: TrainConfig) -> dict[str, bytes]:
     folder = Path(cfg.data_dir) / cfg.dataset
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
@@ -199,40 +237,41 @@ def run_jobs(jobs: list[Job], opts: ExecutorOptions, reporter: Reporter
                               checkpoints=opts.keep_checkpoints,
                               kill_after=os.environ.get(KILL_ENV))
             pending[ref] = job
-            reporter.note(f"{job.head}: queued")
-        heads = {job.index: job.head for job in jobs}
+        board = Board(jobs, reporter)
         written: dict[int, Path] = {}
         failed: dict[int, str] = {}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-                _drain(queue, Empty, heads, reporter)
+                _drain(queue, Empty, board)
                 for ref in ready:
                     job = pending.pop(ref)
                     try:
                         written[job.index] = runs.install_run(job.cfg, ray.get(ref))
-                        reporter.note(f"{job.head}: done, saved to {written[job.index]}")
+                        board.set(job.index, f"done, saved to {written[job.index]}")
                     except ray.exceptions.RayError as exc:
                         failed[job.index] = _reason(exc)
-                        reporter.note(f"{job.head}: failed: {failed[job.index]}")
-            _drain(queue, Empty, heads, reporter)
+                        board.set(job.index, f"failed: {failed[job.index]}")
+            _drain(queue, Empty, board)
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref, force=True)
+            board.close()
             reporter.note(f"cancelled {len(pending)} queued or running run(s); the "
                           f"{len(written)} finished are kept")
             raise
+        finally:
+            board.close()
         return written, failed
 
 
-def _drain(queue: Any, empty: type[Exception], heads: dict[int, str], reporter: Reporter
-           ) -> None:
+def _drain(queue: Any, empty: type[Exception], board: Board) -> None:
     while True:
         try:
             key, text = queue.get_nowait()
         except empty:
             return
-        reporter.note(f"{heads[key]}: {text}")
+        board.set(key, text)
 
 
 def _reason(exc: Exception) -> str:

@@ -21,6 +21,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from matrrec_cli.errors import UsageError
@@ -155,8 +156,9 @@ def comparable(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _coerce(key: str, raw: str, default: Any) -> Any:
-    """Parse a `--set` value to the type of the key's default."""
+def _coerce(key: str, raw: str, default: Any, where: str | None = None) -> Any:
+    """Parse a `--set` value (or a config file's, `where` naming it) to the type of the key's
+    default."""
     try:
         if isinstance(default, bool):
             if raw.lower() not in ("true", "false", "1", "0"):
@@ -168,9 +170,15 @@ def _coerce(key: str, raw: str, default: Any) -> Any:
             return float(raw)
     except ValueError:
         raise UsageError(
-            f"--set {key}={raw}: expected a {type(default).__name__} like {default!r}"
-        ) from None
+            f"{where or '--set'} {key}={raw}: expected {_a(default)} like "
+            f"{default!r}") from None
     return raw
+
+
+def _a(default: Any) -> str:
+    """'an int', 'a float', 'a bool', 'a str': the type of a key's default, for messages."""
+    name = type(default).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -219,6 +227,63 @@ class RunOptions:
 
     def source(self, key: str) -> str:
         return self.sources.get(key, CLI)
+
+
+CONFIG_FILE = "config file "  # the source of a value read from --config FILE
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A run's settings from a TOML file (`--config run.toml`), as keyword arguments of
+    RunOptions: top-level `dataset` and `model`; `[trainer]` the trainer's own flags (epochs,
+    max_len, dropout, objective, preset, seed) and its --set keys; `[model_config]` the model's
+    settings (as in a run's config.json). Values are checked by the same typed schema as
+    `--set` (in `resolve`, whose errors name this file); anything else fails here."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"--config {path}: not a readable TOML file ({exc})") from None
+    source = f"{CONFIG_FILE}{path}"
+    out: dict[str, Any] = {"sources": {}}
+    sets: list[str] = []
+    for key, value in doc.items():
+        if key in ("dataset", "model"):
+            if not isinstance(value, str):
+                raise UsageError(f"{path}: {key} must be a name in quotes, not {value!r}")
+            out[key], out["sources"][key] = value, source
+        elif key not in ("trainer", "model_config") or not isinstance(value, dict):
+            raise UsageError(f"{path}: unknown key or section {key!r}; a run file has dataset, "
+                             "model, [trainer] and [model_config]")
+    for section in ("trainer", "model_config"):
+        for key, value in doc.get(section, {}).items():
+            if isinstance(value, (dict, list)):
+                raise UsageError(f"{path}: [{section}] {key} = {value!r}: expected one value")
+            if section == "trainer" and key in OWN_FLAGS:
+                default = 0.0 if key == "dropout" else TRAINER_DEFAULTS[key]
+                if isinstance(value, bool) or not isinstance(value, (type(default), int)):
+                    raise UsageError(f"{path}: [trainer] {key} = {value!r}: expected "
+                                     f"{_a(default)} like {default!r}")
+                out[key] = float(value) if isinstance(default, float) else value
+            elif section == "model_config" and key in SETTABLE:
+                raise UsageError(f"{path}: {key} is a trainer setting; put it under [trainer]")
+            elif section == "trainer" and key not in SETTABLE:
+                raise UsageError(f"{path}: [trainer] {key}: not a trainer setting (those are "
+                                 f"{', '.join((*OWN_FLAGS, *SETTABLE))}); a model's settings "
+                                 "go under [model_config]")
+            else:
+                sets.append(f"{key}={_toml_text(value)}")
+            out["sources"][key] = source
+    out["sets"] = tuple(sets)
+    return out
+
+
+def _toml_text(value: Any) -> str:
+    """A TOML value as the text `--set` takes (booleans as true/false)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def dataset_defaults(name: str, data_dir: str, *, prepared: bool = True) -> Any:
@@ -276,14 +341,15 @@ def resolve(opts: RunOptions, *, prepared: bool = True) -> TrainConfig:
             overrides[k], model_src[k] = v, sources["dropout"]
     for key, raw in parse_sets(list(opts.sets)).items():
         given = opts.sources.get(key, f"{CLI} --set")
+        where = given.removeprefix(CONFIG_FILE) if given.startswith(CONFIG_FILE) else None
         if key in SETTABLE:
-            values[key], sources[key] = _coerce(key, raw, TRAINER_DEFAULTS[key]), given
+            values[key], sources[key] = _coerce(key, raw, TRAINER_DEFAULTS[key], where), given
         elif key in model_defaults:
-            overrides[key] = _coerce(key, raw, model_defaults[key])
+            overrides[key] = _coerce(key, raw, model_defaults[key], where)
             model_src[key] = given
         else:
             raise UsageError(
-                f"--set {key}: unknown key; trainer keys: {', '.join(SETTABLE)}; "
+                f"{where or '--set'} {key}: unknown key; trainer keys: {', '.join(SETTABLE)}; "
                 f"model {model!r} keys: {', '.join(sorted(model_defaults))} (matrrec train "
                 "--help lists the trainer keys with their defaults)"
             )
