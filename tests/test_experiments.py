@@ -334,33 +334,3 @@ def test_profile_writes_tables_4_and_5(tiny: Path, tmp_path: Path, capsys) -> No
         assert (df["inference_s"] > 0).all()
         assert set(df["memory_kind"]) == {"cpu peak RSS (process)"}
     assert _run(["profile", "--dataset", "cyc", "--models", "nosuch"]) == 2
-
-
-def test_tune_measures_the_start_and_prints_the_command(tiny: Path, tmp_path: Path,
-                                                        capsys) -> None:
-    """A lone grid value is compared with the held one (the dataset's dropout 0.1), which is
-    measured first; the winner's command is printed only when something beat the start."""
-    args = ["tune", *_common(tiny, tmp_path), "--knobs", "dropout,lr", "--grid", "dropout=0.3",
-            "--grid", "lr=0.001,0.01", *SMALL]
-    assert _run(args) == 0
-    captured = capsys.readouterr()
-    df = pd.read_csv(tmp_path / "tune_cyc_matrrec.csv")
-    assert list(zip(df["knob"], df["value"].astype(str), strict=True)) == [
-        ("start", "-"), ("dropout", "0.1"), ("dropout", "0.3"), ("lr", "0.001"), ("lr", "0.01")]
-    start = df["valid_ndcg@10"].iloc[0]
-    assert df["valid_ndcg@10"].iloc[1] == start  # the held value is the start's run, reused
-    beat = df["valid_ndcg@10"].iloc[2] > start
-    assert df["kept"].iloc[2] == beat
-    assert df["kept"].iloc[1] == (not beat)
-    # start, dropout 0.3, and lr 0.01 at the dropout winner: three runs, the rest reused
-    assert len(list((tmp_path / "runs" / "cyc" / "matrrec").iterdir())) == 3
-    if df["kept"].iloc[[2, 4]].any():
-        assert "--set tag=tuned --seeds 5" in captured.out
-        assert ("--dropout 0.3" in captured.out) == beat
-    else:
-        assert captured.out.strip() == ""
-        assert "nothing to tune" in captured.err
-    assert _run([*args[:-len(SMALL)], "--grid", "lr="]) == 2  # a knob without values
-    assert "'lr=' gives lr no values" in capsys.readouterr().err
-    assert _run(["tune", *_common(tiny, tmp_path), "--model", "gru4rec", "--knobs",
-                 "n_layers"]) == 2  # no such setting: refused before anything trains

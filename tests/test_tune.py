@@ -1,86 +1,162 @@
-"""The recipe search chooses on the validation split only."""
+"""`matrrec tune` on Optuna: the faithful trial is always in the study, a stopped study resumes,
+two processes share one SQLite study without training a configuration twice, pruning stops a
+trial, and the choice is made on validation only."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from helpers import synthetic_interactions
 
+from matrrec_cli.cli import main
 from matrrec_cli.errors import UsageError
 from matrrec_cli.experiments import tune
-from matrrec_cli.experiments.runner import RunResult, RunSpec
 from matrrec_cli.train.config import RunOptions
 
-GRID = {"dropout": ("cli", (0.1, 0.2, 0.3)), "lr": ("set", (0.001, 0.003))}
+optuna = pytest.importorskip("optuna")
+
+SMALL = ["--set", "hidden_size=16", "--set", "inner_size=32", "--set", "d_state=4",
+         "--set", "batch_size=256"]
 
 
-def fake_run(valid: dict[str, float], test: dict[str, float], calls: list[RunSpec]):
-    def run(spec: RunSpec) -> list[RunResult]:
-        calls.append(spec)
-        m = {"valid": {"ndcg@10": valid[spec.label]}, "test": {"ndcg@10": test[spec.label]}}
-        return [RunResult(spec, 1, Path("."), m, False)]
-    return run
+def _run(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    return e.value.code or 0
 
 
-START = {"dropout": 0.4, "lr": 0.001}
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    csv = root / "i.csv"
+    synthetic_interactions(n_users=40, n_items=30, max_len=25).to_csv(csv, index=False)
+    assert _run(["import", "cyc", "--from-file", str(csv), "--format", "table", "--kcore", "0",
+                 "--max-len", "10", "--dropout", "0.1", "--data-dir", str(root)]) == 0
+    return root
 
 
-def test_search_follows_valid_and_never_test() -> None:
-    valid = {"faithful": 0.25, "dropout=0.1": 0.10, "dropout=0.2": 0.30, "dropout=0.3": 0.20,
-             "dropout=0.2,lr=0.003": 0.31}
-    test = {"faithful": 0.9, "dropout=0.1": 0.99, "dropout=0.2": 0.01,  # test disagrees
-            "dropout=0.3": 0.50, "dropout=0.2,lr=0.003": 0.00}
-    calls: list[RunSpec] = []
-    base = RunOptions("musical", epochs=5, sets=("skip_padding=true",))
-    best, rows = tune.search(GRID, fake_run(valid, test, calls), base=base, start=START)
-    assert best == {"dropout": 0.2, "lr": 0.003}
-    assert calls[0].label == "faithful"  # the start is measured first
-    # the second knob is searched at the first knob's winner, with the fixed settings kept
-    last = calls[-1].options
-    assert (last.epochs, last.dropout) == (5, 0.2)
-    assert last.sets == ("skip_padding=true", "lr=0.003")
-    # each value records who gave it: the command line, or the search
-    assert (last.source("epochs"), last.source("skip_padding")) == ("command line",) * 2
-    assert last.source("dropout") == last.source("lr") == "tune dropout=0.2,lr=0.003"
-    assert [(r["knob"], r["value"], r["held"], r["kept"]) for r in rows] == [
-        ("start", "-", True, True),
-        ("dropout", 0.4, True, False), ("dropout", 0.1, False, False),
-        ("dropout", 0.2, False, True), ("dropout", 0.3, False, False),
-        ("lr", 0.001, True, False), ("lr", 0.003, False, True)]
-    cmd = tune.command(base, best, GRID)
-    assert cmd == ("matrrec train --dataset musical --model matrrec --dropout 0.2 "
-                   "--set skip_padding=true --set lr=0.003 --set tag=tuned --seeds 5")
+def _args(tiny: Path, results: Path, *extra: str) -> list[str]:
+    return ["tune", "--dataset", "cyc", "--epochs", "1", "--device", "cpu", "--data-dir",
+            str(tiny), "--results-dir", str(results), *SMALL, *extra]
 
 
-def test_the_start_is_a_candidate_that_a_lone_grid_value_must_beat() -> None:
-    """`--grid dropout=0.2` alone must still compare 0.2 with the held 0.4 (it used to win
-    unmeasured); a worse value is not kept, a tie keeps the held value."""
-    for other, kept in ((0.20, {}), (0.25, {}), (0.30, {"dropout": 0.2})):
-        calls: list[RunSpec] = []
-        valid = {"faithful": 0.25, "dropout=0.2": other}
-        best, rows = tune.search({"dropout": ("cli", (0.2,))}, fake_run(valid, valid, calls),
-                                 base=RunOptions("d", "sasrec"), start={"dropout": 0.4})
-        assert best == kept
-        assert [c.label for c in calls] == ["faithful", "faithful", "dropout=0.2"]
-        assert [r["value"] for r in rows] == ["-", 0.4, 0.2]
+def _study(results: Path, name: str = "cyc-matrrec"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{results / 'tune.sqlite3'}")
 
 
-def test_a_tie_keeps_the_value_already_held() -> None:
-    valid = {"faithful": 0.2, "dropout=0.1": 0.2, "dropout=0.2": 0.1, "dropout=0.3": 0.1,
-             "lr=0.003": 0.2}
-    best, _ = tune.search(GRID, fake_run(valid, valid, []), base=RunOptions("d"), start=START)
-    assert best == {}  # nothing beat the start
-
-
-def test_parse_grid() -> None:
-    grid = tune.parse_grid(["dropout=0.3,0.4"])
-    assert grid["dropout"] == ("cli", (0.3, 0.4))
-    assert list(grid) == list(tune.KNOBS)
-    assert tune.parse_grid(["max_len=10,20"])["max_len"] == ("cli", (10, 20))
-    assert tune.parse_grid(["max-len=10"])["max_len"] == ("cli", (10,))  # one spelling, alias
-    assert list(tune.parse_grid([], ["lr", "objective"])) == ["objective", "lr"]
-    for bad in ("speed=1", "dropout", "max_len=ten", "lr="):  # lr= would search nothing
+def test_parse_space() -> None:
+    space = tune.parse_space(["lr=loguniform:1e-4:1e-2", "dropout=0.1,0.3", "n-layers=int:1:3",
+                              "objective=prefix,all"])
+    assert space["lr"] == tune.Param("lr", "loguniform", low=1e-4, high=1e-2)
+    assert space["dropout"].values == (0.1, 0.3)
+    assert space["n_layers"].kind == "int"
+    assert space["objective"].values == ("prefix", "all")
+    for bad in ("lr", "lr=", "lr=loguniform:0:1", "lr=uniform:2:1", "lr=int:a:b"):
         with pytest.raises(UsageError):
-            tune.parse_grid([bad])
-    with pytest.raises(UsageError):
-        tune.parse_grid(["dropout=0.1"], ["lr"])  # a grid for a knob left out
+            tune.parse_space([bad])
+
+
+def test_the_earlier_spelling_still_works() -> None:
+    assert tune.from_old_options(["lr=0.001,0.01"], ["dropout", "lr"]) == [
+        "dropout=0.1,0.2,0.3,0.4,0.5", "lr=0.001,0.01"]
+    for grid, knobs in ((["lr="], None), (["dropout=0.1"], ["lr"]), ([], ["speed"])):
+        with pytest.raises(UsageError):
+            tune.from_old_options(grid, knobs)
+
+
+def test_the_winning_command_and_each_values_source() -> None:
+    base = RunOptions("musical", sets=("skip_padding=true",))
+    spec = tune.spec_for({"dropout": 0.2, "lr": 0.003}, base, "trial 3")
+    assert (spec.options.dropout, spec.options.sets) == (0.2, ("skip_padding=true", "lr=0.003"))
+    assert spec.options.source("lr") == spec.options.source("dropout") == "tune trial 3"
+    assert spec.options.source("skip_padding") == "command line"
+    assert tune.command(base, {"dropout": 0.2, "lr": 0.003}) == (
+        "matrrec train --dataset musical --model matrrec --dropout 0.2 "
+        "--set skip_padding=true --set lr=0.003 --set tag=tuned --seeds 5")
+
+
+class FakeTrial:
+    def __init__(self, prune_at: int) -> None:
+        self.reported: list[tuple[float, int]] = []
+        self.prune_at = prune_at
+
+    def report(self, value: float, step: int) -> None:
+        self.reported.append((value, step))
+
+    def should_prune(self) -> bool:
+        return len(self.reported) >= self.prune_at
+
+
+def test_the_pruner_stops_a_trial_at_the_epoch_it_says() -> None:
+    reporter = tune.PruningReporter(FakeTrial(prune_at=2))
+    reporter.enabled = False
+    record = {"epoch": 1, "loss": 1.0, "valid_score": 0.1, "improved": True, "bad": 0,
+              "valid": {"recall@10": 0.2}, "seconds": 0.1}
+    reporter.epoch(record)
+    with pytest.raises(optuna.TrialPruned):
+        reporter.epoch({**record, "epoch": 2})
+    assert reporter.trial.reported == [(0.1, 1), (0.1, 2)]
+
+
+def test_the_faithful_trial_comes_first_and_a_stopped_study_resumes(
+        tiny: Path, tmp_path: Path, capsys) -> None:
+    args = _args(tiny, tmp_path, "--space", "dropout=0.3,0.5", "--sampler", "grid")
+    assert _run([*args, "--n-trials", "1"]) == 0  # stopped after the faithful trial
+    first = _study(tmp_path).trials
+    assert [t.params for t in first] == [{"dropout": 0.1}]  # the dataset's dropout
+    assert _run([*args, "--n-trials", "2"]) == 0  # resumes the same study
+    trials = _study(tmp_path).trials
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert sorted(t.params["dropout"] for t in trials) == [0.1, 0.3, 0.5]  # the grid, once
+    # three configurations, three runs: the faithful one was not trained again
+    assert len(list((tmp_path / "runs" / "cyc" / "matrrec").iterdir())) == 3
+    df = pd.read_csv(tmp_path / "tune_cyc_matrrec.csv")
+    assert list(df["faithful"]) == [True, False, False]
+    best = df.loc[df["valid_ndcg@10"].idxmax()]
+    out = capsys.readouterr().out
+    if best["faithful"] or (df["valid_ndcg@10"] == best["valid_ndcg@10"]).sum() > 1:
+        assert "--set tag=tuned" not in out  # nothing beat the faithful trial
+    else:
+        assert f"--dropout {best['dropout']}" in out
+        assert "--set tag=tuned --seeds 5" in out
+
+
+def test_two_processes_share_one_sqlite_study(tiny: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    args = [sys.executable, "-m", "matrrec_cli", *_args(tiny, tmp_path, "--space",
+            "dropout=0.2,0.3,0.4", "--sampler", "grid", "--storage", storage, "--study", "s",
+            "--n-trials", "2")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-1500:] for e in errs]
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert len(trials) == 4
+    assert len({t.number for t in trials}) == 4
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert any(t.params == {"dropout": 0.1} for t in done)  # the faithful trial ran
+    runs_made = [json.loads((d / "config.json").read_text())["model_config"]["dropout_prob"]
+                 for d in (tmp_path / "runs" / "cyc" / "matrrec").iterdir()]
+    assert len(runs_made) == len(set(runs_made))  # no configuration trained twice
+
+
+def test_bad_searches_are_refused_before_anything_trains(tiny: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    for extra, message in (
+            (["--space", "width=1,2"], "neither model 'matrrec' nor the trainer has"),
+            (["--space", "lr=loguniform:0.01:0.1"], "starting value 0.001 is outside"),
+            (["--space", "lr=loguniform:1e-4:1e-2", "--sampler", "grid"], "needs value lists"),
+            (["--space", "epochs=1,2"], "are not searched"),
+            (["--space", "n_heads=3"], "must be a multiple of n_heads 3"),
+            (["--grid", "lr="], "gives lr no values"),
+            (["--prune", "--executor", "ray"], "--prune needs")):
+        assert _run(_args(tiny, tmp_path, *extra)) in (1, 2), extra
+        assert message in capsys.readouterr().err, extra
+    assert not (tmp_path / "runs").exists()

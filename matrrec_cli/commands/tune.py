@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -24,8 +24,10 @@ from matrrec_cli.commands.experiments import (
     SharedDataOpt,
     cell_text,
     executor_options,
+    seeds_for,
 )
 from matrrec_cli.commands.tables import (
+    ConfigOpt,
     JsonOpt,
     MarkdownOpt,
     OutputOpt,
@@ -33,96 +35,126 @@ from matrrec_cli.commands.tables import (
     save_csv,
     show,
 )
-from matrrec_cli.errors import UsageError
+from matrrec_cli.errors import MatrrecError, UsageError
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def tune(
-        dataset: Annotated[str, typer.Option(help="Prepared dataset.")],
+        dataset: Annotated[str | None, typer.Option(help="Prepared dataset.")] = None,
         model: Annotated[str | None, typer.Option(
             help="Model name \\[default: matrrec].")] = None,
+        space: Annotated[list[str] | None, typer.Option(
+            help="A key to search: key=v1,v2,... or key=KIND:low:high with KIND uniform, "
+                 "loguniform, int or intlog; any --set key or own option (repeatable) "
+                 "\\[default: objective, dropout, max_len, n_layers, lr and weight_decay over "
+                 "a few values each].")] = None,
+        n_trials: Annotated[int, typer.Option(
+            help="Trials this command adds to the study (the faithful one included while the "
+                 "study has not run it).")] = 20,
+        sampler: Annotated[Literal["tpe", "grid"], typer.Option(
+            help="Optuna's sampler: tpe, or grid (every combination of value lists).")] = "tpe",
+        prune: Annotated[bool, typer.Option(
+            help="Stop trials whose per-epoch valid NDCG@10 falls below the median of earlier "
+                 "trials (Optuna's median pruner; local executor).")] = False,
+        storage: Annotated[str | None, typer.Option(
+            help="Optuna storage URL shared by workers, e.g. sqlite:///tune.db or "
+                 "postgresql://host/db \\[default: results/tune.sqlite3].")] = None,
+        study: Annotated[str | None, typer.Option(
+            help="Study name; an existing study resumes \\[default: DATASET-MODEL].")] = None,
         grid: Annotated[list[str] | None, typer.Option(
-            help="knob=v1,v2 replaces a knob's values (repeatable). Knobs, in search order: "
-                 "objective, dropout, max_len, n_layers, lr, weight_decay.")] = None,
+            help="Earlier spelling: knob=v1,v2 replaces a default key's values.",
+            hidden=True)] = None,
         knobs: Annotated[str | None, typer.Option(
-            help="Search only these knobs (comma list) \\[default: all].")] = None,
+            help="Earlier spelling: search only these default keys (comma list).",
+            hidden=True)] = None,
         seeds: SeedsOpt = None, seed: SeedOpt = None, epochs: EpochsOpt = None,
         final_seeds: Annotated[int, typer.Option(
             help="Seeds of the printed command that reproduces the winner.")] = 5,
         device: DeviceOpt = None, data_dir: DirOpt = None, results_dir: DirOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
-        set_: SetOpt = None, retrain: RetrainOpt = False,
+        set_: SetOpt = None, retrain: RetrainOpt = False, config: ConfigOpt = None,
         executor: ExecutorOpt = "local", address: AddressOpt = None,
         cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
         keep_checkpoints: KeepCheckpointsOpt = False, shared_data_dir: SharedDataOpt = False,
     ) -> None:
-        """Greedy search, one knob at a time, from the faithful settings (plus any --set); the
-        starting configuration is trained first and each knob's current value is always a
-        candidate. Picks by valid NDCG@10 only and prints the `matrrec train ... --set
-        tag=tuned` command of the winner, if one beat the start (its runs show in Table 2 as
-        "<model> (tuned)"). Writes results/tune_<dataset>_<model>.csv.
+        """Search a better recipe with Optuna, chosen on valid NDCG@10 only.
 
-        Example: matrrec tune --dataset musical --knobs objective,lr --grid lr=3e-4,3e-3
+        The study lives in --storage (a SQLite file in the results directory by default), so
+        it resumes and several workers can share it. The faithful configuration (plus any
+        --set) is the first trial of every study. Prints the `matrrec train ... --set
+        tag=tuned` command of the best trial if it beat the faithful one (its runs show in
+        Table 2 as "<model> (tuned)"). Writes results/tune_<dataset>_<model>.csv.
+
+        Example: matrrec tune --dataset musical --space lr=loguniform:1e-4:1e-2 --n-trials 20
         """
+        import pandas as pd
         from rich.table import Table
 
         from matrrec_cli.experiments import tune as tune_mod
-        from matrrec_cli.experiments.runner import (
-            RunResult,
-            RunSpec,
-            parse_seeds,
-            parse_values,
-            resolve_spec,
-            run_all,
-        )
+        from matrrec_cli.experiments.runner import parse_values, resolve_spec, run_all
 
-        space = tune_mod.parse_grid(grid or [],
-                                    parse_values(knobs, str) if knobs is not None else None)
-        if any(s.partition("=")[0].strip() in space for s in set_ or []):
-            raise UsageError("a --set key is also a tuned knob; drop it from one of them")
+        if n_trials < 0:
+            raise UsageError(f"--n-trials must be >= 0, not {n_trials}")
+        if space and (grid or knobs):
+            raise UsageError("give the search as --space, or in the earlier --grid/--knobs "
+                             "spelling, not both")
+        specs = space or tune_mod.from_old_options(
+            grid or [], parse_values(knobs, str) if knobs is not None else None)
+        searched = tune_mod.parse_space(specs)
+        if any(s.partition("=")[0].strip() in searched for s in set_ or []):
+            raise UsageError("a --set key is also searched; drop it from --set or --space")
         base = run_options(dataset, model=model, device=device, data_dir=data_dir,
-                           results_dir=results_dir, sets=set_, epochs=epochs)
-        model, rdir = base.model, Path(base.results_dir)
-        seed_list = parse_seeds(seeds, seed=seed)
+                           results_dir=results_dir, sets=set_, epochs=epochs, config=config)
+        if any(k in searched for k in ("epochs", "seed", "preset")):
+            raise UsageError("--space: epochs, seed and preset are not searched (they are the "
+                             "budget, the repetition and the starting point)")
         ex = executor_options(executor, address, cpus_per_run, gpus_per_run, keep_checkpoints,
                               shared_data_dir)
+        if prune and ex.kind == "ray":
+            raise UsageError("--prune needs each trial's epochs here: use it with --executor "
+                             "local (or run several local workers on one --storage)")
+        seed_list = seeds_for(seeds, seed, base)
+        start = resolve_spec(tune_mod.spec_for({}, base, "faithful"),
+                             seed=seed_list.values[0], seed_source=seed_list.source)
+        faithful = tune_mod.check_space(searched, start, sampler)
+        for key, param in searched.items():  # every candidate is checked before anything trains
+            for value in param.values or (param.low, param.high):
+                if param.kind in ("int", "intlog"):
+                    value = int(value)
+                resolve_spec(tune_mod.spec_for({key: value}, base, "check"),
+                             seed=seed_list.values[0], seed_source=seed_list.source)
+        name = study or f"{base.dataset}-{base.model}"
+        found = tune_mod.study(name=name, storage=storage or tune_mod.default_storage(
+            base.results_dir), sampler=sampler, prune=prune, seed=seed_list.values[0])
+        found.enqueue_trial(faithful, skip_if_exists=True)
 
-        def resolved(choice: dict) -> object:  # validates the spec before anything trains
-            return resolve_spec(tune_mod.spec_for(choice, space, base),
-                                seed=seed_list.values[0], seed_source=seed_list.source)
+        def run(spec: Any, trial: Any) -> Any:  # Optuna's objective calls it per trial
+            return run_all([spec], seed_list, retrain=retrain, executor=ex,
+                           reporter=tune_mod.PruningReporter(trial) if prune else None)
 
-        start_cfg = resolved({})
-        start = {k: tune_mod.current_value(start_cfg, k) for k in space}
-        for knob in list(space):
-            if start[knob] is None:
-                raise UsageError(f"model {model!r} has no setting {knob}; leave it out with "
-                                 f"--knobs {','.join(k for k in space if k != knob)}")
-            for value in space[knob][1]:
-                resolved({knob: value})
-
-        def run(spec: RunSpec) -> list[RunResult]:
-            return run_all([spec], seed_list, retrain=retrain, executor=ex)
-
-        best, rows = tune_mod.search(space, run, base=base, start=start)
-        import pandas as pd
-
+        found.optimize(tune_mod.objective(searched, base, run), n_trials=n_trials,
+                       catch=(MatrrecError,))
+        rows = tune_mod.rows(found, faithful)
         df = pd.DataFrame(rows)
-        table = Table(title=f"{model} on {dataset}: search by valid NDCG@10 from the starting "
-                            "configuration (test shown, never used)")
-        for col in ("knob", "value", "valid ndcg@10", "test ndcg@10", "held", "kept"):
-            table.add_column(col, justify="left" if col == "knob" else "right")
+        table = Table(title=f"{base.model} on {base.dataset}: Optuna study {name!r} by valid "
+                            "NDCG@10 (test shown, never used)")
+        for col in ("trial", *faithful, "state", "valid ndcg@10", "test ndcg@10", ""):
+            table.add_column(col, justify="left" if col == "state" else "right")
         for r in rows:
-            table.add_row(r["knob"], str(r["value"]),
-                          cell_text(r["valid_ndcg@10"], None, bold=r["kept"]),
-                          f"{r['test_ndcg@10']:.4f}", "yes" if r["held"] else "",
-                          "yes" if r["kept"] else "")
+            valid = r["valid_ndcg@10"]
+            table.add_row(str(r["trial"]), *(str(r[k]) for k in faithful), r["state"],
+                          "-" if valid is None else cell_text(valid, None, bold=r["best"]),
+                          "-" if r["test_ndcg@10"] is None else f"{r['test_ndcg@10']:.4f}",
+                          "faithful" if r["faithful"] else "")
         show(table, markdown=markdown, json_rows=df if json_out else None)
-        save_csv(df, rdir / f"tune_{dataset}_{model}.csv", output, key=None)
+        save_csv(df, Path(base.results_dir) / f"tune_{base.dataset}_{base.model}.csv", output,
+                 key=None)
+        best = tune_mod.winner(found, faithful)
         if not best:
-            print("no candidate beat the starting configuration on validation: nothing to "
-                  "tune, no command printed", file=sys.stderr)
+            print("no trial beat the faithful configuration on validation: nothing to tune, no "
+                  "command printed", file=sys.stderr)
             return
-        print(tune_mod.command(base, best, space, final_seeds),
+        print(tune_mod.command(base, best, final_seeds),
               file=sys.stderr if json_out else sys.stdout)
         print("run it to get the tuned column of matrrec report table2", file=sys.stderr)

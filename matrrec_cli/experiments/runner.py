@@ -149,16 +149,17 @@ def resolve_spec(spec: RunSpec, *, seed: int, seed_source: str = CLI,
 
 
 def run_all(specs: list[RunSpec], seeds: Seeds, *, executor: ExecutorOptions = LOCAL,
-            quiet: bool = False, retrain: bool = False, finished_only: bool = False
-            ) -> list[RunResult]:
+            quiet: bool = False, retrain: bool = False, finished_only: bool = False,
+            reporter: Reporter | None = None) -> list[RunResult]:
     """Train every (spec, seed), or reuse its finished run; configs are checked before training
     starts, so a typo in the last variant fails in a second, not after hours. `finished_only`
-    trains nothing: the results of the finished runs only (a table of work in progress)."""
+    trains nothing: the results of the finished runs only (a table of work in progress).
+    `reporter` hears every epoch of the runs trained here (tune's pruning listens)."""
     todo = [(spec, seed, resolve_spec(spec, seed=seed, seed_source=seeds.source))
             for spec in specs for seed in seeds.values]
     out: dict[int, RunResult] = {}
     jobs: list[Job] = []
-    reporter = Reporter(enabled=not quiet)
+    reporter = reporter or Reporter(enabled=not quiet)
     for i, (spec, seed, cfg) in enumerate(todo, 1):
         done = None if retrain else runs.find_finished(cfg)
         head = f"[{i}/{len(todo)}] {spec.dataset} {spec.model} {spec.label} seed {seed}"

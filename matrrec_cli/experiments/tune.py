@@ -1,136 +1,274 @@
-"""Search for a better recipe than the paper's, chosen on the validation split only.
+"""Search for a better recipe than the paper's with Optuna, chosen on the validation split only.
 
-Coordinate search from the starting configuration (the faithful one, plus any `--set` given):
-the start is trained first, and each knob's current value is always one of its candidates, so
-nothing is chosen that was not compared with where the search began. For each knob in turn,
-train every value with the other knobs at the best found so far, and keep the value with the
-highest mean valid NDCG@10 over the tuning seeds (a tie keeps the value already held). Test
-metrics are carried only to be reported; they never take part in a choice. The winner is
-printed as the exact `matrrec train` command, tagged so that Table 2 shows it as its own column,
-"<model> (tuned)".
+Optuna does the searching: the study (trials, their parameters and values) lives in its storage
+— a SQLite file in the results directory by default, or any database URL (`--storage`) that
+several workers or machines share, so a stopped study resumes (`--study NAME`) and parallel
+workers never evaluate the same trial twice. Samplers: TPE (default) or grid. `--prune` lets a
+median pruner stop a trial whose per-epoch valid NDCG@10 falls behind the other trials'.
+
+What is ours: the search space syntax (`--space lr=loguniform:1e-4:1e-2`, `--space
+dropout=0.1,0.3,0.5`; any `--set` key or own flag of the model and trainer), the faithful
+configuration enqueued as the first trial (so every study compares with where it began), and
+each trial's runs — trained or reused exactly as `matrrec train` would (same config hash, so a
+trial of an already finished configuration costs nothing). A trial's value is the mean valid
+NDCG@10 over the tuning seeds; the test mean is stored beside it, never used. The winner is
+printed as the exact `matrrec train` command, tagged so Table 2 shows it as "<model> (tuned)".
 """
 
 from __future__ import annotations
 
+import math
 import statistics
+import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from matrrec_cli.errors import UsageError
+from matrrec_cli.errors import MatrrecError, UsageError
 from matrrec_cli.experiments.runner import RunResult, RunSpec
-from matrrec_cli.train.config import RunOptions
+from matrrec_cli.train.config import OWN_FLAGS, RunOptions, TrainConfig
+from matrrec_cli.train.progress import Reporter
 
 SCORE = "ndcg@10"  # RecBole's valid_metric, the early-stopping metric too
-# knob -> (how it is given: a train option or a --set key, the values tried), in search order
-KNOBS: dict[str, tuple[str, tuple[Any, ...]]] = {
-    "objective": ("cli", ("prefix", "all")),
-    "dropout": ("cli", (0.1, 0.2, 0.3, 0.4, 0.5)),
-    "max_len": ("cli", (10, 20, 30, 50)),
-    "n_layers": ("set", (1, 2)),
-    "lr": ("set", (3e-4, 1e-3, 3e-3)),
-    "weight_decay": ("set", (0.0, 1e-5, 1e-4)),
-}
+# The space searched when --space is not given (the old coordinate search's knobs), in order.
+DEFAULT_SPACE = ("objective=prefix,all", "dropout=0.1,0.2,0.3,0.4,0.5", "max_len=10,20,30,50",
+                 "n_layers=1,2", "lr=0.0003,0.001,0.003", "weight_decay=0.0,1e-05,0.0001")
+KINDS = ("uniform", "loguniform", "int", "intlog")
 
 
-def parse_grid(pairs: list[str], knobs: list[str] | None = None
-               ) -> dict[str, tuple[str, tuple[Any, ...]]]:
-    """`--grid knob=v1,v2` replaces a knob's values (repeatable); `knobs` (`--knobs a,b`) limits
-    the search to those knobs, in search order. A knob never gets an empty list of values: that
-    would be a search that measures nothing."""
-    names = list(KNOBS) if knobs is None else knobs
-    for knob in names:
-        if knob not in KNOBS:
-            raise UsageError(f"--knobs {knob!r}: choose from {', '.join(KNOBS)}")
-    grid = {k: KNOBS[k] for k in KNOBS if k in names}
-    for pair in pairs:
-        knob, sep, raw = pair.partition("=")
-        knob = knob.strip().replace("-", "_")
-        if not sep or knob not in KNOBS:
-            raise UsageError(f"--grid {pair!r}: expected knob=v1,v2 with knob one of "
-                             f"{', '.join(KNOBS)}")
-        kind, defaults = KNOBS[knob]
+@dataclass(frozen=True)
+class Param:
+    """One searched key: a list of values (categorical) or a range (uniform, loguniform, int,
+    intlog)."""
+
+    key: str
+    kind: str  # "choice" or one of KINDS
+    values: tuple[Any, ...] = ()
+    low: float = 0.0
+    high: float = 0.0
+
+    def suggest(self, trial: Any) -> Any:
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.key, list(self.values))
+        if self.kind in ("int", "intlog"):
+            return trial.suggest_int(self.key, int(self.low), int(self.high),
+                                     log=self.kind == "intlog")
+        return trial.suggest_float(self.key, self.low, self.high, log=self.kind == "loguniform")
+
+    def holds(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return value in self.values
+        return isinstance(value, (int, float)) and self.low <= value <= self.high
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
         try:
-            values = tuple(type(defaults[0])(v.strip()) for v in raw.split(",") if v.strip())
+            return kind(text)
         except ValueError:
-            raise UsageError(f"--grid {pair!r}: values must be like {defaults[0]!r}") from None
-        if not values:
-            raise UsageError(f"--grid {pair!r} gives {knob} no values; list at least one, or "
-                             f"search other knobs only with --knobs")
-        if knob not in grid:
-            raise UsageError(f"--grid {knob}: not among --knobs {', '.join(names)}")
-        grid[knob] = (kind, values)
-    if not grid:
-        raise UsageError("no knob to search; --knobs lists none")
-    return grid
+            pass
+    return text
 
 
-def current_value(cfg: Any, knob: str) -> Any:
-    """The value `knob` has in a resolved TrainConfig (None: the model has no such setting)."""
-    if knob in cfg.model_config:
-        return cfg.model_config[knob]
-    return getattr(cfg, knob, None)
+def parse_space(specs: list[str]) -> dict[str, Param]:
+    """`key=v1,v2,...` (values) or `key=KIND:low:high` with KIND one of uniform, loguniform,
+    int, intlog. Keys are checked against the model and trainer in `check_space`."""
+    space: dict[str, Param] = {}
+    for spec in specs:
+        key, sep, raw = spec.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not raw.strip():
+            raise UsageError(f"--space {spec!r}: expected key=v1,v2 or key=loguniform:low:high")
+        kind, _, rest = raw.partition(":")
+        if kind in KINDS:
+            try:
+                low, high = (float(x) for x in rest.split(":"))
+            except ValueError:
+                raise UsageError(f"--space {spec!r}: expected {kind}:low:high") from None
+            if not (math.isfinite(low) and math.isfinite(high) and low < high) or \
+                    (kind in ("loguniform", "intlog") and low <= 0):
+                raise UsageError(f"--space {spec!r}: needs low < high (and low > 0 for a log "
+                                 "scale)")
+            space[key] = Param(key, kind, low=low, high=high)
+        else:
+            values = tuple(dict.fromkeys(_number(v.strip()) for v in raw.split(",") if v.strip()))
+            if not values:
+                raise UsageError(f"--space {spec!r} gives {key} no values")
+            space[key] = Param(key, "choice", values=values)
+    return space
 
 
-def spec_for(choice: dict[str, Any], grid: dict[str, tuple[str, tuple[Any, ...]]],
-             base: RunOptions) -> RunSpec:
-    """The candidate `choice` (knob -> value) on top of `base`, the command's options."""
-    values = {k: v for k, v in choice.items() if grid[k][0] == "cli"}
-    sets = [f"{k}={v}" for k, v in choice.items() if grid[k][0] == "set"]
-    label = ",".join(f"{k}={v}" for k, v in choice.items()) or "faithful"
-    return RunSpec(base.given_by(f"tune {label}", sets=sets, **values), label=label)
+def from_old_options(grid: list[str], knobs: list[str] | None) -> list[str]:
+    """The earlier spelling: `--knobs a,b` picks keys of the default space, `--grid k=v1,v2`
+    replaces a key's values."""
+    defaults = dict(s.split("=", 1) for s in DEFAULT_SPACE)
+    names = list(defaults) if knobs is None else [k.replace("-", "_") for k in knobs]
+    for name in names:
+        if name not in defaults:
+            raise UsageError(f"--knobs {name!r}: choose from {', '.join(defaults)}, or search "
+                             "any key with --space")
+    chosen = {k: defaults[k] for k in names}
+    for pair in grid:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not raw.strip():
+            raise UsageError(f"--grid {pair!r} gives {key} no values; list at least one")
+        if key not in chosen:
+            raise UsageError(f"--grid {key}: not among the searched keys {', '.join(chosen)}")
+        chosen[key] = raw
+    return [f"{k}={v}" for k, v in chosen.items()]
 
 
-def _mean(results: list[RunResult], split: str) -> float:
-    return statistics.fmean(r.metrics[split][SCORE] for r in results)
+def current_value(cfg: TrainConfig, key: str) -> Any:
+    """The value `key` has in a resolved TrainConfig (None: neither model nor trainer has it)."""
+    if key in cfg.model_config:
+        return cfg.model_config[key]
+    return getattr(cfg, key, None)
 
 
-def search(grid: dict[str, tuple[str, tuple[Any, ...]]],
-           run: Callable[[RunSpec], list[RunResult]], *, base: RunOptions,
-           start: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The chosen knob values (only those that moved from `start`) and one row per candidate
-    (knob, value, valid and test mean, whether it is the value held before, kept). `start` holds
-    each knob's value in the starting configuration; `run` trains (or reuses) a spec over the
-    tuning seeds. The starting configuration is measured first, and each knob's held value is
-    a candidate (its runs are the incumbent's, reused)."""
-    best: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = []
-
-    def measure(knob: str, value: Any, choice: dict[str, Any], held: bool) -> float:
-        spec = spec_for(choice, grid, base)
-        results = run(spec)
-        valid, test = _mean(results, "valid"), _mean(results, "test")
-        rows.append({"knob": knob, "value": value, "valid_" + SCORE: round(valid, 4),
-                     "test_" + SCORE: round(test, 4), "seeds": len(results),
-                     "config": spec.label, "held": held, "kept": held})
-        return valid
-
-    best_valid = measure("start", "-", {}, True)
-    for knob, (_, values) in grid.items():
-        held = start[knob]
-        first = len(rows)
-        measure(knob, held, dict(best), True)  # the incumbent: the same runs, reused
-        kept = held
-        for value in values:
-            if value == held:
-                continue
-            valid = measure(knob, value, {**best, knob: value}, False)
-            if valid > best_valid:
-                best_valid, kept = valid, value
-        if kept != held:
-            best[knob] = kept
-        for row in rows[first:]:
-            row["kept"] = row["value"] == kept
-    return best, rows
+def spec_for(choice: dict[str, Any], base: RunOptions, label: str) -> RunSpec:
+    """The candidate `choice` (key -> value) on top of `base`, the command's options."""
+    own = {k: v for k, v in choice.items() if k in OWN_FLAGS}
+    sets = [f"{k}={v}" for k, v in choice.items() if k not in OWN_FLAGS]
+    return RunSpec(base.given_by(f"tune {label}", sets=sets, **own), label=label)
 
 
-def command(base: RunOptions, best: dict[str, Any],
-            grid: dict[str, tuple[str, tuple[Any, ...]]], seeds: int = 5) -> str:
+def check_space(space: dict[str, Param], start: TrainConfig, sampler: str) -> dict[str, Any]:
+    """Each key's value in the starting configuration, which must lie in its range (the faithful
+    trial is part of every study); a value list gains it when it lacks it."""
+    faithful = {}
+    for key, param in space.items():
+        value = current_value(start, key)
+        if value is None:
+            raise UsageError(f"--space {key}: neither model {start.model!r} nor the trainer has "
+                             "this setting (matrrec models lists a model's keys)")
+        if param.kind == "choice" and not param.holds(value):
+            space[key] = Param(key, "choice", values=(value, *param.values))
+        elif not space[key].holds(value):
+            raise UsageError(f"--space {key}: the starting value {value!r} is outside "
+                             f"{param.low:g}..{param.high:g}; widen the range so the faithful "
+                             "trial is part of the study")
+        if sampler == "grid" and param.kind != "choice":
+            raise UsageError(f"--sampler grid needs value lists; give --space {key}=v1,v2,...")
+        faithful[key] = value
+    return faithful
+
+
+def study(*, name: str, storage: str, sampler: str, prune: bool, seed: int) -> Any:
+    """Create or load the Optuna study (load: `--study NAME` resumes it)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if sampler == "grid":
+        # every combination of the value lists once: Optuna's brute-force sampler counts the
+        # enqueued faithful trial and other workers' running trials as visited (its
+        # GridSampler counts neither, so it would run the faithful point twice)
+        chosen: Any = optuna.samplers.BruteForceSampler(seed=seed)
+    elif sampler == "tpe":
+        chosen = optuna.samplers.TPESampler(seed=seed)
+    else:
+        raise UsageError(f"--sampler must be tpe or grid, not {sampler!r}")
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if prune else \
+        optuna.pruners.NopPruner()
+    for attempt in range(5):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, sampler=chosen,
+                                       pruner=pruner, direction="maximize", load_if_exists=True)
+        except (ValueError, ImportError) as exc:
+            raise MatrrecError(f"--storage {storage}: cannot open the study ({exc})") from None
+        except Exception as exc:  # sqlalchemy's: a busy, unreachable or unusable database
+            # Two workers starting together race to create the schema or the study: the loser
+            # finds it made a moment later, so it tries again before giving up.
+            if attempt == 4:
+                raise MatrrecError(f"--storage {storage}: cannot open the study "
+                                   f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
+                                   ) from None
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+class PruningReporter(Reporter):
+    """Reports each epoch's valid NDCG@10 to the trial and stops it when Optuna's pruner says
+    so. Steps count the epochs of all the trial's seeds in order, so trials over the same seeds
+    compare step by step."""
+
+    def __init__(self, trial: Any) -> None:
+        super().__init__()
+        self.trial, self.step = trial, 0
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        import optuna
+
+        super().epoch(record)
+        self.step += 1
+        self.trial.report(record["valid_score"], self.step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after {self.step} epoch(s): valid "
+                                     f"{record['valid_score']:.4f} below the median")
+
+
+def default_storage(results_dir: str | Path) -> str:
+    path = Path(results_dir) / "tune.sqlite3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+def objective(space: dict[str, Param], base: RunOptions,
+              run: Callable[[RunSpec, Any], list[RunResult]]) -> Callable[[Any], float]:
+    """Optuna's objective: suggest, train (or reuse) over the tuning seeds, mean valid score."""
+    def evaluate(trial: Any) -> float:
+        choice = {k: p.suggest(trial) for k, p in space.items()}
+        label = ",".join(f"{k}={v}" for k, v in choice.items())
+        results = run(spec_for(choice, base, f"trial {trial.number}: {label}"), trial)
+        trial.set_user_attr("test_" + SCORE, statistics.fmean(
+            r.metrics["test"][SCORE] for r in results))  # shown, never used in a choice
+        trial.set_user_attr("seeds", len(results))
+        trial.set_user_attr("runs", [str(r.run_dir) for r in results])
+        return statistics.fmean(r.metrics["valid"][SCORE] for r in results)
+    return evaluate
+
+
+def rows(found: Any, faithful: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per trial of the study: number, state, parameters, valid and test score."""
+    out = []
+    best = _best(found)
+    for t in found.trials:
+        out.append({"trial": t.number, "state": t.state.name.lower(),
+                    **{k: t.params.get(k) for k in faithful},
+                    "valid_" + SCORE: None if t.value is None else round(t.value, 4),
+                    "test_" + SCORE: (round(t.user_attrs["test_" + SCORE], 4)
+                                      if "test_" + SCORE in t.user_attrs else None),
+                    "faithful": t.params == faithful,
+                    "best": best is not None and t.number == best.number})
+    return out
+
+
+def _best(found: Any) -> Any:
+    done = [t for t in found.trials if t.value is not None and t.state.name == "COMPLETE"]
+    return max(done, key=lambda t: (t.value, -t.number)) if done else None
+
+
+def winner(found: Any, faithful: dict[str, Any]) -> dict[str, Any] | None:
+    """The best trial's parameters that differ from the faithful ones, or None when no trial
+    beat the faithful trial on validation (or it has not finished)."""
+    best = _best(found)
+    start = next((t for t in found.trials if t.params == faithful and t.value is not None),
+                 None)
+    if best is None or start is None or best.value <= start.value:
+        return None
+    return {k: v for k, v in best.params.items() if v != faithful.get(k)}
+
+
+def command(base: RunOptions, best: dict[str, Any], seeds: int = 5) -> str:
     """The `matrrec train` line that reproduces the tuned recipe, tagged for Table 2."""
     parts = ["matrrec train", f"--dataset {base.dataset}", f"--model {base.model}"]
-    for knob, value in best.items():
-        if grid[knob][0] == "cli":
-            parts.append(f"--{knob.replace('_', '-')} {value}")
-    sets = [*base.sets, *(f"{k}={v}" for k, v in best.items() if grid[k][0] == "set"),
+    for key, value in best.items():
+        if key in OWN_FLAGS:
+            parts.append(f"--{key.replace('_', '-')} {value}")
+    sets = [*base.sets, *(f"{k}={v}" for k, v in best.items() if k not in OWN_FLAGS),
             "tag=tuned"]
     parts += [f"--set {s}" for s in sets]
     parts.append(f"--seeds {seeds}")
