@@ -47,6 +47,7 @@ COMMAND_MODULES = [
     "matrrec_cli.commands.catalog",
     "matrrec_cli.commands.data",
     "matrrec_cli.commands.train",
+    "matrrec_cli.commands.recommend",
     "matrrec_cli.commands.report",
     "matrrec_cli.commands.experiments",
     "matrrec_cli.commands.tune",

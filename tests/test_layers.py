@@ -1,6 +1,6 @@
-"""The import graph follows the layers: cli -> commands -> experiments -> train -> models, data ->
-errors, io, paths, env. No module imports from a higher layer, and no two modules import each
-other through any chain (function-level imports included)."""
+"""The import graph follows the layers: cli -> commands -> experiments, api -> train -> models,
+data -> errors, io, paths, env. No module imports from a higher layer, and no two modules import
+each other through any chain (function-level imports included)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "matrrec_cli"
-LAYER = {"cli": 6, "__main__": 6, "commands": 5, "experiments": 4, "train": 3, "models": 2,
+LAYER = {"cli": 6, "__main__": 6, "commands": 5, "experiments": 4, "api": 4, "train": 3,
+         "models": 2,
          "data": 2, "errors": 1, "io": 1, "paths": 1, "env": 1, "__init__": 1}
 
 

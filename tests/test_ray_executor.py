@@ -16,7 +16,8 @@ from helpers import synthetic_interactions
 from matrrec_cli.cli import main
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.experiments import ray_executor
-from matrrec_cli.experiments.runner import ExecutorOptions, RunSpec, Seeds, run_all
+from matrrec_cli.experiments.jobs import ExecutorOptions
+from matrrec_cli.experiments.runner import RunSpec, Seeds, run_all
 from matrrec_cli.train import runs
 from matrrec_cli.train.config import RunOptions
 

@@ -28,7 +28,8 @@ from matrrec_cli.commands.tables import (
 from matrrec_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from matrrec_cli.experiments.runner import ExecutorOptions, Seeds
+    from matrrec_cli.experiments.jobs import ExecutorOptions
+    from matrrec_cli.experiments.runner import Seeds
     from matrrec_cli.train.config import RunOptions
 
 DatasetOpt = Annotated[list[str] | None, typer.Option(
@@ -66,7 +67,7 @@ SharedDataOpt = Annotated[bool, typer.Option(
 def executor_options(executor: str, address: str | None, cpus_per_run: int,
                      gpus_per_run: float | None, keep_checkpoints: bool,
                      shared_data_dir: bool) -> ExecutorOptions:
-    from matrrec_cli.experiments.runner import ExecutorOptions
+    from matrrec_cli.experiments.jobs import ExecutorOptions
 
     if executor == "local" and (address or gpus_per_run is not None or keep_checkpoints
                                 or shared_data_dir or cpus_per_run != 1):
@@ -356,7 +357,7 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
         if executor and executor.kind == "ray":
             from matrrec_cli.experiments.ray_executor import profile_cells
 
-            rows = profile_cells(cells, executor)
+            rows = profile_cells(cells, executor, prof.measure)
         df = pd.DataFrame(rows)
         rows_out += rows
         save_csv(df, rdir / csv, None, key=["dataset", "synthetic", "model", "max_len"])

@@ -32,13 +32,14 @@ import shutil
 import signal
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from matrrec_cli.errors import MatrrecError, UsageError
-from matrrec_cli.experiments.runner import ExecutorOptions, Job
+from matrrec_cli.experiments.jobs import ExecutorOptions, Job
 from matrrec_cli.train import pipeline, runs
 from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.progress import Reporter
@@ -150,10 +151,9 @@ def train_task(cfg_dict: dict[str, Any], data: dict[str, bytes] | None, *, key: 
     return record
 
 
-def profile_task(cell: dict[str, Any], threads: int) -> dict[str, Any]:
+def profile_task(measure: Callable[[dict[str, Any]], dict[str, Any]], cell: dict[str, Any],
+                 threads: int) -> dict[str, Any]:
     """One profile cell on a fresh worker process (the task is created with max_calls=1)."""
-    from matrrec_cli.experiments.profile import measure
-
     torch.set_num_threads(threads)
     return measure(cell)
 
@@ -283,13 +283,15 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def profile_cells(cells: list[dict[str, Any]], opts: ExecutorOptions) -> list[dict[str, Any]]:
-    """Each profile cell as a Ray task on a fresh worker process, results in order."""
+def profile_cells(cells: list[dict[str, Any]], opts: ExecutorOptions,
+                  measure: Callable[[dict[str, Any]], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each profile cell as a Ray task on a fresh worker process (`measure` is profile's),
+    results in order."""
     with Session(opts.address) as ray:
         gpus = default_gpus(ray) if opts.gpus_per_run is None else opts.gpus_per_run
         task = ray.remote(profile_task).options(num_cpus=opts.cpus_per_run, num_gpus=gpus,
                                                 max_calls=1, max_retries=opts.max_retries)
-        refs = [task.remote(cell, opts.cpus_per_run) for cell in cells]
+        refs = [task.remote(measure, cell, opts.cpus_per_run) for cell in cells]
         try:
             return ray.get(refs)
         except ray.exceptions.RayError as exc:
