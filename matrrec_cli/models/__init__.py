@@ -28,6 +28,11 @@ MODEL_PATHS: dict[str, str] = {
     "mamba4rec": "matrrec_cli.models.mamba4rec:Mamba4Rec",
     # beyond the paper: count-based reference points, no gradient training
     "markov": "matrrec_cli.models.markov:Markov",
+    "sr": "matrrec_cli.models.sr:SR",
+    "itemknn": "matrrec_cli.models.itemknn:ItemKNN",
+    "sknn": "matrrec_cli.models.sknn:SKNN",
+    "vsknn": "matrrec_cli.models.sknn:VSKNN",
+    "ease": "matrrec_cli.models.ease:EASE",
     "pop": "matrrec_cli.models.pop:Pop",
 }
 
