@@ -78,6 +78,11 @@ def executor_options(executor: str, address: str | None, cpus_per_run: int,
                            shared_data_dir=shared_data_dir)
 
 
+TrackOpt = Annotated[str | None, typer.Option(
+    help="Log each trained run to mlflow or tensorboard \\[default: mlflow when "
+         "$MLFLOW_TRACKING_URI is set, else none].", metavar="[none|mlflow|tensorboard]")]
+StudyOpt = Annotated[str | None, typer.Option(
+    help="The tracker's experiment name \\[default: the dataset].")]
 FinishedOnlyOpt = Annotated[bool, typer.Option(
     help="Train nothing: render the table from the finished runs (seeds column says how many).")]
 
@@ -97,6 +102,12 @@ def _need(datasets: list[str] | None, base: RunOptions) -> list[str]:
     """The --dataset values, else the run file's dataset (run_options has checked there is
     one)."""
     return list(dict.fromkeys(datasets)) if datasets else [base.dataset]
+
+
+def tracker(track: str | None) -> str:
+    from matrrec_cli.experiments.tracking import tracker as choose
+
+    return choose(track)
 
 
 def seeds_for(seeds: str | None, seed: int | None, base: RunOptions) -> Seeds:
@@ -142,7 +153,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         retrain: RetrainOpt = False, finished_only: FinishedOnlyOpt = False,
-        config: ConfigOpt = None,
+        config: ConfigOpt = None, track: TrackOpt = None, study: StudyOpt = None,
         executor: ExecutorOpt = "local", address: AddressOpt = None,
         cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
         keep_checkpoints: KeepCheckpointsOpt = False, shared_data_dir: SharedDataOpt = False,
@@ -171,7 +182,8 @@ def register(app: typer.Typer) -> None:
         ex = executor_options(executor, address, cpus_per_run, gpus_per_run, keep_checkpoints,
                               shared_data_dir)
         results = run_all(specs, seeds_for(seeds, seed, base), retrain=retrain,
-                          finished_only=finished_only, executor=ex)
+                          finished_only=finished_only, executor=ex,
+                          track=tracker(track), study=study)
         if not results:
             raise UsageError("no finished run of these variants yet; run without --finished-only")
         df = ablation.table3(results)
@@ -218,6 +230,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         retrain: RetrainOpt = False, config: ConfigOpt = None,
+        track: TrackOpt = None, study: StudyOpt = None,
         executor: ExecutorOpt = "local", address: AddressOpt = None,
         cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
         keep_checkpoints: KeepCheckpointsOpt = False, shared_data_dir: SharedDataOpt = False,
@@ -244,7 +257,8 @@ def register(app: typer.Typer) -> None:
         specs = sweep_mod.specs(param, vals, datasets, base)
         ex = executor_options(executor, address, cpus_per_run, gpus_per_run, keep_checkpoints,
                               shared_data_dir)
-        results = run_all(specs, seeds_for(seeds, seed, base), retrain=retrain, executor=ex)
+        results = run_all(specs, seeds_for(seeds, seed, base), retrain=retrain, executor=ex,
+                          track=tracker(track), study=study)
         df = sweep_mod.frame(param, results)
         stem = sweep_mod.file_stem(param, datasets, model, list(set_ or []))
         csv = save_csv(df, rdir / f"sweep_{stem}.csv", output, key=["dataset", param])

@@ -22,9 +22,11 @@ from matrrec_cli.commands.experiments import (
     SeedsOpt,
     SetOpt,
     SharedDataOpt,
+    TrackOpt,
     cell_text,
     executor_options,
     seeds_for,
+    tracker,
 )
 from matrrec_cli.commands.tables import (
     ConfigOpt,
@@ -61,7 +63,8 @@ def register(app: typer.Typer) -> None:
             help="Optuna storage URL shared by workers, e.g. sqlite:///tune.db or "
                  "postgresql://host/db \\[default: results/tune.sqlite3].")] = None,
         study: Annotated[str | None, typer.Option(
-            help="Study name; an existing study resumes \\[default: DATASET-MODEL].")] = None,
+            help="Study name (Optuna's, and the tracker's experiment); an existing study "
+                 "resumes \\[default: DATASET-MODEL].")] = None,
         grid: Annotated[list[str] | None, typer.Option(
             help="Earlier spelling: knob=v1,v2 replaces a default key's values.",
             hidden=True)] = None,
@@ -74,6 +77,7 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None, data_dir: DirOpt = None, results_dir: DirOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         set_: SetOpt = None, retrain: RetrainOpt = False, config: ConfigOpt = None,
+        track: TrackOpt = None,
         executor: ExecutorOpt = "local", address: AddressOpt = None,
         cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
         keep_checkpoints: KeepCheckpointsOpt = False, shared_data_dir: SharedDataOpt = False,
@@ -131,7 +135,8 @@ def register(app: typer.Typer) -> None:
 
         def run(spec: Any, trial: Any) -> Any:  # Optuna's objective calls it per trial
             return run_all([spec], seed_list, retrain=retrain, executor=ex,
-                           reporter=tune_mod.PruningReporter(trial) if prune else None)
+                           reporter=tune_mod.PruningReporter(trial) if prune else None,
+                           track=tracker(track), study=name)
 
         found.optimize(tune_mod.objective(searched, base, run), n_trials=n_trials,
                        catch=(MatrrecError,))

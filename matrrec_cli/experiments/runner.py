@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from matrrec_cli.errors import MatrrecError, UsageError
+from matrrec_cli.experiments import tracking
 from matrrec_cli.experiments.jobs import LOCAL, ExecutorOptions, Job
 from matrrec_cli.train import pipeline, runs
 from matrrec_cli.train.config import (
@@ -116,11 +117,13 @@ def resolve_spec(spec: RunSpec, *, seed: int, seed_source: str = CLI,
 
 def run_all(specs: list[RunSpec], seeds: Seeds, *, executor: ExecutorOptions = LOCAL,
             quiet: bool = False, retrain: bool = False, finished_only: bool = False,
-            reporter: Reporter | None = None) -> list[RunResult]:
+            reporter: Reporter | None = None, track: str = "none", study: str | None = None
+            ) -> list[RunResult]:
     """Train every (spec, seed), or reuse its finished run; configs are checked before training
     starts, so a typo in the last variant fails in a second, not after hours. `finished_only`
     trains nothing: the results of the finished runs only (a table of work in progress).
-    `reporter` hears every epoch of the runs trained here (tune's pruning listens)."""
+    `reporter` hears every epoch of the runs trained here (tune's pruning listens). Each run
+    trained (not reused) is logged to `track` (tracking.py), in experiment `study`."""
     todo = [(spec, seed, resolve_spec(spec, seed=seed, seed_source=seeds.source))
             for spec in specs for seed in seeds.values]
     out: dict[int, RunResult] = {}
@@ -146,6 +149,7 @@ def run_all(specs: list[RunSpec], seeds: Seeds, *, executor: ExecutorOptions = L
             path = written[job.index]
             out[job.index] = RunResult(spec, seed, path, runs.read_json(path / runs.METRICS),
                                        False)
+            tracking.log_run(path, track=track, study=study)
     if failed:
         raise MatrrecError(f"{len(failed)} of {len(todo)} run(s) failed (each named above with "
                            f"its error); the {len(out)} others are finished and kept: fix and "
