@@ -47,10 +47,17 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
     }
     import torch
+    import torch.distributed as dist
 
     # Intra-op threads change the order of float reductions, so a rerun with another count
     # can differ in the last digits on the same machine.
     env["torch_threads"] = torch.get_num_threads()
+    # How many ranks ran it (matrrec train --nproc-per-node): they sum gradients in another order
+    # and draw other dropout masks, so their numbers match one process's to rounding only.
+    if dist.is_available() and dist.is_initialized():
+        env["world_size"], env["backend"] = dist.get_world_size(), dist.get_backend()
+    else:
+        env["world_size"] = 1
     if device is not None:
         env["device"] = device
         if device.startswith("cuda"):

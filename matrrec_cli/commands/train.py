@@ -10,8 +10,28 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from matrrec_cli.commands.tables import DeviceOpt, ObjectiveOpt, PresetOpt, run_options, show
-from matrrec_cli.errors import MatrrecError
+from matrrec_cli.commands.experiments import (
+    AddressOpt,
+    CpusPerRunOpt,
+    ExecutorOpt,
+    GpusPerRunOpt,
+    KeepCheckpointsOpt,
+    SharedDataOpt,
+    StudyOpt,
+    TrackOpt,
+    executor_options,
+    seeds_for,
+    tracker,
+)
+from matrrec_cli.commands.tables import (
+    ConfigOpt,
+    DeviceOpt,
+    ObjectiveOpt,
+    PresetOpt,
+    run_options,
+    show,
+)
+from matrrec_cli.errors import MatrrecError, UsageError
 from matrrec_cli.train.config import RunOptions, settable_help
 
 
@@ -46,11 +66,13 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> None:
     show(table, console=Console(stderr=True))
 
 
-def _train_seeds(opts: RunOptions, *, seeds: str, seed: int | None, json_out: bool) -> None:
+def _train_seeds(opts: RunOptions, *, seeds: str, seed: int | None, json_out: bool,
+                 executor: Any, track: str, study: str | None) -> None:
     """`train --seeds`: one run per seed through the experiment runner, then mean ± std."""
-    from matrrec_cli.experiments.runner import RunSpec, mean_std, parse_seeds, run_all
+    from matrrec_cli.experiments.runner import RunSpec, mean_std, run_all
 
-    results = run_all([RunSpec(opts, label=opts.model)], parse_seeds(seeds, seed=seed))
+    results = run_all([RunSpec(opts, label=opts.model)], seeds_for(seeds, seed, opts),
+                      executor=executor, track=track, study=study)
     model, dataset = opts.model, opts.dataset
     summary: dict[str, dict[str, float | None]] = {}
     for split_name in ("valid", "test"):
@@ -75,7 +97,10 @@ def _train_seeds(opts: RunOptions, *, seeds: str, seed: int | None, json_out: bo
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
-        dataset: Annotated[str, typer.Option(help="Prepared dataset (see matrrec download).")],
+        ctx: typer.Context,
+        dataset: Annotated[str | None, typer.Option(
+            help="Prepared dataset (see matrrec download); required unless --config names "
+                 "one.")] = None,
         model: Annotated[str | None, typer.Option(
             help="Model name (model registry) \\[default: matrrec].")] = None,
         seed: Annotated[int | None, typer.Option(help="Random seed \\[default: 2020].")] = None,
@@ -99,6 +124,14 @@ def register(app: typer.Typer) -> None:
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="key=value for a model setting (matrrec models) or a trainer "
                           f"setting, repeatable. Trainer keys: {settable_help()}.")] = None,
+        nproc_per_node: Annotated[int | None, typer.Option(
+            help="Train one run on N ranks through torch's launcher (one GPU each with nccl, "
+                 "or gloo on CPU); batch size and lr stay the run's \\[default: one "
+                 "process].")] = None,
+        config: ConfigOpt = None, track: TrackOpt = None, study: StudyOpt = None,
+        executor: ExecutorOpt = "local", address: AddressOpt = None,
+        cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
+        keep_checkpoints: KeepCheckpointsOpt = False, shared_data_dir: SharedDataOpt = False,
     ) -> None:
         """Train a model on a dataset, validate every epoch, test the best state.
 
@@ -107,19 +140,36 @@ def register(app: typer.Typer) -> None:
 
         Example: matrrec train --dataset ml-100k --epochs 20 --json
         """
-        from matrrec_cli.train import pipeline
+        from matrrec_cli.experiments.tracking import log_run
+        from matrrec_cli.train import distributed, pipeline
         from matrrec_cli.train.config import resolve
         from matrrec_cli.train.progress import Reporter
 
+        if nproc_per_node is not None and seeds is not None:
+            raise UsageError("--nproc-per-node trains one run; it cannot be combined with --seeds "
+                             "(run one seed at a time)")
         opts = run_options(dataset, model=model, device=device, data_dir=data_dir,
                            results_dir=results_dir, sets=set_, epochs=epochs, max_len=max_len,
-                           dropout=dropout, objective=objective, preset=preset)
+                           dropout=dropout, objective=objective, preset=preset, config=config)
+        ex = executor_options(executor, address, cpus_per_run, gpus_per_run, keep_checkpoints,
+                              shared_data_dir)
         if seeds is not None:
-            _train_seeds(opts, seeds=seeds, seed=seed, json_out=json_out)
+            _train_seeds(opts, seeds=seeds, seed=seed, json_out=json_out, executor=ex,
+                         track=tracker(track), study=study)
             return
-        cfg = resolve(dataclasses.replace(opts, seed=seed))
-        _show_config(cfg)
+        if ex.kind == "ray":
+            raise UsageError("--executor ray runs several runs: use it with --seeds (one run "
+                             "trains here, or on several devices with --nproc-per-node)")
+        cfg = resolve(dataclasses.replace(opts, seed=seed if seed is not None else opts.seed))
+        if nproc_per_node is not None and nproc_per_node != 1:  # the ranks run this very command
+            raise typer.Exit(distributed.launch(distributed.command_line(ctx), nproc_per_node,
+                                                device=cfg.device))
+        if distributed.is_main():  # one table, not one per rank
+            _show_config(cfg)
         metrics, run_dir = pipeline.train(cfg, resume=resume, reporter=Reporter())
+        if not distributed.is_main():
+            return
+        log_run(run_dir, track=tracker(track), study=study)
         _metrics_table(f"{cfg.model} on {cfg.dataset}: best epoch {metrics['best_epoch']} of "
                        f"{metrics['epochs']}, {metrics['wall_seconds']:.1f}s",
                        {"valid": metrics["valid"], "test": metrics["test"]})

@@ -4,6 +4,8 @@ Each user's valid (or test) history is scored against all items; the padding col
 -inf so it is never ranked; items the user already saw stay rankable by default (RecBole's
 sequential convention, issues #1823/#1449), `mask_history=True` masks them (S3Rec/FMLP style).
 Rows are independent, so the ranks, hence the metrics, do not depend on the batch size (tested).
+On several ranks (distributed.py) each rank scores every world-th of the batches one process
+would score, and the ranks of all users are gathered before any metric is computed.
 With `bucket` (the bucket_by_length option) users are ranked in small batches of similar history
 length, each trimmed to its longest history; for a model that ignores right padding that computes
 the same scores up to float rounding, with far less padding where histories vary in length.
@@ -19,6 +21,7 @@ import torch
 
 from matrrec_cli.data.split import SplitData, history_mask_indices
 from matrrec_cli.models.base import SequentialRecommender
+from matrrec_cli.train import distributed
 from matrrec_cli.train.config import TRAINER_DEFAULTS, TrainConfig
 from matrrec_cli.train.metrics import metrics_from_ranks, ranks_from_scores
 from matrrec_cli.train.samples import make_batch
@@ -47,7 +50,8 @@ def evaluate(
     mask_history: bool = False,
     bucket: bool = False,
 ) -> EvalResult:
-    """Rank each user's held-out item among all items; metrics averaged over users."""
+    """Rank each user's held-out item among all items; metrics averaged over users (all of
+    them, also on several ranks)."""
     samples = {"valid": data.valid, "test": data.test}[split]
     was_training = model.training
     model.eval()
@@ -57,8 +61,8 @@ def evaluate(
         step = min(batch_size, EVAL_BUCKET)
     else:
         order, step = np.arange(len(samples)), batch_size
-    for lo in range(0, len(samples), step):
-        idx = order[lo:lo + step]
+    batches = [order[lo:lo + step] for lo in range(0, len(samples), step)]
+    for idx in distributed.my_batches(batches):  # all of them in one process
         part = samples.take(idx)
         batch = make_batch(data, part, trim=bucket).to(device)
         scores = model.full_sort_scores(batch.item_seq, batch.lengths).float()  # (B, n_items)
@@ -67,6 +71,7 @@ def evaluate(
             row, item = history_mask_indices(data, part)
             scores[torch.from_numpy(row).to(device), torch.from_numpy(item).to(device)] = -torch.inf
         ranks[idx] = ranks_from_scores(scores, batch.target).cpu().numpy()
+    ranks = distributed.gather_ranks(ranks, batches)  # as is in one process
     model.train(was_training)
     return EvalResult(split=split, users=samples.user.copy(), ranks=ranks,
                       metrics=metrics_from_ranks(ranks))

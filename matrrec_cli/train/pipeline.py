@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ from matrrec_cli.data.prepared import load_interactions, load_meta
 from matrrec_cli.data.split import SplitData, build_sequences, split
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.models import build_model
-from matrrec_cli.train import runs
+from matrrec_cli.train import distributed, runs
 from matrrec_cli.train.checkpoint import load_checkpoint, restore
 from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.device import resolve_device
@@ -41,12 +42,31 @@ def train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[s
     `resume` with no unfinished run but a finished one returns that run and trains nothing.
     Raises runs.RunBusy at once when another process is training the same configuration. A new
     run directory that fails or is interrupted before its first checkpoint is removed: a run
-    that never started leaves nothing behind."""
+    that never started leaves nothing behind.
 
-    with runs.training_lock(cfg):
-        run_dir = runs.find_unfinished(cfg) if resume else None
+    In a rank of `matrrec train --nproc-per-node N` (distributed.py) this joins the process
+    group first; rank 0 alone takes the lock, finds or creates the run directory and tells the
+    other ranks, which print nothing."""
+
+    if distributed.launched().size == 1:
+        return _train(cfg, resume=resume, reporter=reporter)
+    distributed.init(resolve_device(cfg.device))
+    try:
+        return _train(cfg, resume=resume,
+                      reporter=reporter if distributed.is_main() else Reporter(enabled=False))
+    except KeyboardInterrupt:  # the launcher says how to resume (with --nproc-per-node)
+        raise SystemExit(130) from None
+    finally:
+        distributed.close()
+
+
+def _train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[str, Any], Path]:
+    main = distributed.world().rank == 0
+    with runs.training_lock(cfg) if main else contextlib.nullcontext():
+        run_dir = runs.find_unfinished(cfg) if resume and main else None
+        done = runs.find_finished(cfg) if resume and main and run_dir is None else None
+        run_dir, done = distributed.share((run_dir, done))  # rank 0's choice on every rank
         if resume and run_dir is None:
-            done = runs.find_finished(cfg)
             if done is not None:
                 reporter.note(f"{done} already finished this configuration and seed; nothing to "
                               "resume (train without --resume for a new run)")
@@ -58,16 +78,18 @@ def train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[s
             f"{len(data.train)} train rows ({cfg.objective}), max_len {cfg.max_len}"
         )
         fresh = run_dir is None
-        run_dir = run_dir or runs.new_run_dir(cfg)
-        for stale in run_dir.glob(".*.tmp"):  # a killed write's leftovers; we hold the lock
-            stale.unlink(missing_ok=True)
+        if main:
+            run_dir = run_dir or runs.new_run_dir(cfg)
+            for stale in run_dir.glob(".*.tmp"):  # a killed write's leftovers; we hold the lock
+                stale.unlink(missing_ok=True)
+        run_dir = distributed.share(run_dir)  # other ranks never create a directory
         reporter.note(f"run directory: {run_dir}")
         try:
             metrics = fit(cfg, data, model_builder(cfg, data.seqs.n_items), run_dir,
                           reporter=reporter)
         except BaseException:
-            if fresh and not (run_dir / runs.LAST).exists() and not (run_dir / runs.METRICS
-                                                                         ).exists():
+            if main and fresh and not (run_dir / runs.LAST).exists() and not (
+                    run_dir / runs.METRICS).exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
     return metrics, run_dir

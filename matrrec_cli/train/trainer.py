@@ -34,7 +34,7 @@ from matrrec_cli.env import environment
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.io import atomic_open, atomic_path, write_json
 from matrrec_cli.models.base import SequentialRecommender
-from matrrec_cli.train import runs
+from matrrec_cli.train import distributed, runs
 from matrrec_cli.train.checkpoint import (
     LAST_KEYS,
     REBUILD,
@@ -106,15 +106,23 @@ def fit(
     *,
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
-    """Train (or continue training) in `run_dir`, then test the best state; returns metrics.json."""
+    """Train (or continue training) in `run_dir`, then test the best state; returns metrics.json.
+
+    On several ranks (distributed.py) every rank runs this: each trains on its shard of every
+    global batch and scores its share of the users; only rank 0 writes."""
     reporter = reporter or Reporter(enabled=False)
-    device = resolve_device(cfg.device)
-    write_json(run_dir / runs.CONFIG, cfg.to_dict())
-    write_json(run_dir / runs.ENV, environment(str(device)))
+    ranks = distributed.world()
+    main = ranks.rank == 0
+    device = distributed.local_device(resolve_device(cfg.device))
+    if main:
+        write_json(run_dir / runs.CONFIG, cfg.to_dict())
+        write_json(run_dir / runs.ENV, environment(str(device)))
     seed_everything(cfg.seed)  # again right before the model is built, as run_recbole
-    model = build().to(device)
+    model = build().to(device)  # the same seed: the same initial weights on every rank
     if not model.trainable:
         return fit_counts(cfg, data, model, run_dir, device=device, reporter=reporter)
+    if ranks.rank:  # each rank its own dropout masks; rank 0 draws what one process would
+        torch.manual_seed(cfg.seed + ranks.rank)
     optimizer = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # the train loader's own shuffle generator
     es = {"best": -math.inf, "best_epoch": None, "bad": 0}
@@ -130,13 +138,18 @@ def fit(
             optimizer.load_state_dict(ck["optimizer"])
             es, history = dict(ck["early_stopping"]), list(ck["history"])
             start_epoch, elapsed = int(ck["epoch"]), float(ck["elapsed"])
-            set_rng_state(ck["rng"], gen)
+            every_rng = ck.get("rng_ranks") or [ck["rng"]]  # one per rank that trained it
+            set_rng_state(every_rng[ranks.rank] if len(every_rng) == ranks.size else ck["rng"],
+                          gen)
+            if ranks.rank and len(every_rng) != ranks.size:  # resumed on another number of
+                torch.manual_seed(cfg.seed + ranks.rank)  # ranks: the same data, new masks
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise MatrrecError(f"{last_path} is corrupt ({type(exc).__name__}); "
                                f"{REBUILD[last_path.name]}") from None
         reporter.note(f"resuming {run_dir} after epoch {start_epoch}")
-    with atomic_open(run_dir / runs.HISTORY) as f:  # drop lines of epochs past the checkpoint
-        f.writelines(json.dumps(h) + "\n" for h in history)
+    if main:
+        with atomic_open(run_dir / runs.HISTORY) as f:  # drop lines of epochs past the checkpoint
+            f.writelines(json.dumps(h) + "\n" for h in history)
 
     train = data.train
     lengths = train.lengths if cfg.bucket_by_length else None  # the pools' sort key
@@ -152,12 +165,18 @@ def fit(
             batches = epoch_batches(len(train), cfg.batch_size, gen, lengths=lengths)
             total = 0.0
             for i, idx in enumerate(batches):
-                batch = make_batch(data, train.take(idx), objective=cfg.objective,
-                                   trim=cfg.bucket_by_length).to(device)
-                loss_value = train_step(
-                    model, optimizer, batch,
-                    where=lambda e=epoch, b=i: f"at epoch {e + 1}, batch {b + 1}; the last good "
-                                               f"checkpoint is {last_path if e else 'none'}")
+                def where(e: int = epoch, b: int = i) -> str:  # only called on a bad loss
+                    return (f"at epoch {e + 1}, batch {b + 1}; the last good checkpoint is "
+                            f"{last_path if e else 'none'}")
+                if ranks.size == 1:
+                    batch = make_batch(data, train.take(idx), objective=cfg.objective,
+                                       trim=cfg.bucket_by_length).to(device)
+                    loss_value = train_step(model, optimizer, batch, where=where)
+                else:  # this rank's shard of the global batch, the gradient of all of it
+                    part = distributed.shard(idx, ranks.rank, ranks.size)
+                    batch = make_batch(data, train.take(part), objective=cfg.objective,
+                                       trim=cfg.bucket_by_length).to(device) if len(part) else None
+                    loss_value = distributed.train_step(model, optimizer, batch, where=where)
                 total += loss_value
                 reporter.batch(loss=loss_value)
             valid = evaluate_split(model, data, cfg, split="valid", device=device)
@@ -165,7 +184,7 @@ def fit(
             epoch += 1
             es, improved, stopped = early_stopping(es, score, epoch=epoch,
                                                    stopping_step=cfg.stopping_step)
-            if improved:
+            if improved and main:
                 save({"model": model.state_dict(), "epoch": epoch, "valid_score": score,
                        "config_hash": cfg.config_hash()}, run_dir / runs.BEST)
             elapsed += time.perf_counter() - t0
@@ -173,15 +192,22 @@ def fit(
                       "valid_score": score, "improved": improved, "bad": es["bad"],
                       "seconds": round(time.perf_counter() - t0, 3)}
             history.append(record)
-            save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                   "early_stopping": es, "history": history, "elapsed": elapsed,
-                   "rng": rng_state(gen), "config": cfg.to_dict(),
-                   "config_hash": cfg.config_hash()}, last_path)
-            with open(run_dir / runs.HISTORY, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            rng = rng_state(gen)
+            # every rank's own random state (their dropout streams differ), so resuming on as
+            # many ranks replays the rest exactly; one process stores only its own
+            every_rng = distributed.gather_to_main(rng) if ranks.size > 1 else None
+            if main:
+                extra = {"rng_ranks": every_rng} if every_rng else {}
+                save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "epoch": epoch, "early_stopping": es, "history": history,
+                      "elapsed": elapsed, "rng": rng, "config": cfg.to_dict(),
+                      "config_hash": cfg.config_hash(), **extra}, last_path)
+                with open(run_dir / runs.HISTORY, "a") as f:
+                    f.write(json.dumps(record) + "\n")
             reporter.epoch(record)
             if epoch == int(pause_epoch):
-                print(f"checkpoint epoch {epoch}", file=sys.stderr, flush=True)
+                if main:
+                    print(f"checkpoint epoch {epoch}", file=sys.stderr, flush=True)
                 time.sleep(float(pause_s))
     finally:
         reporter.stop()  # the live display never outlives the loop
@@ -199,15 +225,18 @@ def fit_counts(cfg: TrainConfig, data: SplitData, model: SequentialRecommender, 
         model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
         model.to(device)
         results.append(evaluate_split(model, data, cfg, split=split_name, device=device))
-    save({"model": model.state_dict(), "epoch": 0, "config_hash": cfg.config_hash()},
-          run_dir / runs.BEST)
+    main = distributed.world().rank == 0
+    if main:
+        save({"model": model.state_dict(), "epoch": 0, "config_hash": cfg.config_hash()},
+             run_dir / runs.BEST)
     elapsed = time.perf_counter() - t0
     score = round(results[0].metrics[VALID_METRIC], 4)
     record = {"epoch": 0, "loss": None, "valid": rounded(results[0].metrics),
               "valid_score": score, "improved": True, "bad": 0, "seconds": round(elapsed, 3),
               "note": "counted, no training"}
-    with atomic_open(run_dir / runs.HISTORY) as f:
-        f.write(json.dumps(record) + "\n")
+    if main:
+        with atomic_open(run_dir / runs.HISTORY) as f:
+            f.write(json.dumps(record) + "\n")
     reporter.note(f"{cfg.model}: counted the data; valid ndcg@10 {score:.4f}")
     return write_results(cfg, data, run_dir, results, history=[record],
                          es={"best": score, "best_epoch": 0, "bad": 0}, elapsed=elapsed,
@@ -222,6 +251,7 @@ def finish(
     """Reload best.pt, evaluate valid and test, write ranks and metrics.json."""
     if es["best_epoch"] is None:
         raise MatrrecError("no epoch finished, so there is no best state to test; train longer")
+    distributed.barrier()  # every rank reads the best.pt that rank 0 has finished writing
     restore(model, load_checkpoint(run_dir / runs.BEST)["model"], run_dir / runs.BEST)
     results = [evaluate_split(model, data, cfg, split=s, device=device)
                for s in ("valid", "test")]
@@ -234,9 +264,8 @@ def write_results(
     history: list[dict[str, Any]], es: dict[str, Any], elapsed: float, stopped: bool,
     device: torch.device, model: SequentialRecommender,
 ) -> dict[str, Any]:
-    """ranks.parquet, env.json and (last, marking the run finished) metrics.json."""
-    with atomic_path(run_dir / runs.RANKS) as tmp:  # never a half-written ranks file
-        ranks_frame(results).to_parquet(tmp, index=False)
+    """ranks.parquet, env.json and (last, marking the run finished) metrics.json (rank 0 writes;
+    every rank returns the same metrics, computed from every user's rank)."""
     valid, test = results
     metrics = {
         "valid": rounded(valid.metrics), "test": rounded(test.metrics),
@@ -249,6 +278,13 @@ def write_results(
         "config_hash": cfg.config_hash(), "n_users": len(valid.users),
         "n_train_rows": len(data.train),
     }
+    ranks = distributed.world()
+    if ranks.size > 1:  # how many ranks trained it (a plain process's record stays as it was)
+        metrics["world_size"] = ranks.size
+    if ranks.rank:
+        return metrics
+    with atomic_path(run_dir / runs.RANKS) as tmp:  # never a half-written ranks file
+        ranks_frame(results).to_parquet(tmp, index=False)
     write_json(run_dir / runs.ENV, {**environment(str(device)),
                                     "mamba_backend": mamba_backends(model) or None})
     write_json(run_dir / runs.METRICS, metrics)
