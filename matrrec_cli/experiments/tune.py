@@ -158,7 +158,10 @@ def check_space(space: dict[str, Param], start: TrainConfig, sampler: str) -> di
 
 def study(*, name: str, storage: str, sampler: str, prune: bool, seed: int) -> Any:
     """Create or load the Optuna study (load: `--study NAME` resumes it)."""
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise UsageError("matrrec tune runs on Optuna: pip install 'matrrec[optuna]'") from None
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
