@@ -5,6 +5,7 @@ choosing on validation, and `matrrec train` / `matrrec evaluate` end to end."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 from collections import defaultdict
@@ -16,13 +17,10 @@ import pytest
 import torch
 
 from matrrec_cli.cli import main
-from matrrec_cli.data.split import Sequences, split
 from matrrec_cli.errors import MatrrecError
-from matrrec_cli.experiments.simple import choose_on_validation, grid_points
 from matrrec_cli.models import MODEL_PATHS, build_model, get_model_class, make_config
 from matrrec_cli.models.ease import MAX_ITEMS
 from matrrec_cli.models.sr import popularity_tie_break
-from matrrec_cli.train.evaluate import evaluate
 
 NEW = ["sr", "itemknn", "sknn", "vsknn", "ease"]
 N_ITEMS = 9  # ids 1..8 plus padding
@@ -262,8 +260,9 @@ def test_registry_and_flags() -> None:
         assert cls.trainable is False
         assert cls.supports_all_objective is False
         assert cls.grid
-        for point in grid_points(cls.grid):  # every grid point is a valid configuration
-            make_config(name, point)
+        keys = list(cls.grid)  # every grid point is a valid configuration
+        for values in itertools.product(*cls.grid.values()):
+            make_config(name, dict(zip(keys, values, strict=True)))
 
 
 @pytest.mark.parametrize("name", NEW)
@@ -305,25 +304,29 @@ def test_bad_settings_are_errors() -> None:
     build_model("ease", n_items=MAX_ITEMS + 1, max_len=MAX_LEN)  # allocates nothing unfitted
 
 
-# --- choosing on validation, and the CLI ----------------------------------------------------
-def test_choose_on_validation_picks_the_best_valid_point() -> None:
-    items, offsets = csr(SEQS)
-    seqs = Sequences(items=items, offsets=offsets, users=np.arange(1, len(SEQS) + 1),
-                     n_items=N_ITEMS)
-    data = split(seqs, max_len=MAX_LEN)
-    best, table = choose_on_validation("sr", data, grid={"window": [1, 2, 3]})
-    assert [o for o, _ in table] == [{"window": 1}, {"window": 2}, {"window": 3}]
-    for overrides, score in table:
-        m = build_model("sr", n_items=N_ITEMS, max_len=MAX_LEN, overrides=overrides)
-        m.fit_data(items, offsets, split="valid")
-        assert evaluate(m, data, split="valid").metrics["ndcg@10"] == score
-    scores = [s for _, s in table]
-    assert best == table[scores.index(max(scores))][0]
-    best, table = choose_on_validation("markov", data)  # no grid: the defaults only
-    assert best == {}
-    assert len(table) == 1
-    with pytest.raises(MatrrecError, match="tune"):
-        choose_on_validation("sasrec", data)
+# --- choosing on validation (matrrec tune, Optuna's grid), and the CLI ---------------------
+def test_tune_searches_a_count_models_own_grid_on_validation(fake_data, capsys,
+                                                              tmp_path: Path) -> None:
+    """`matrrec tune --model sr` searches sr's grid (every point once, the default first) and
+    keeps the point with the best valid NDCG@10."""
+    import pandas as pd
+
+    pytest.importorskip("optuna")
+    with pytest.raises(SystemExit) as e:
+        main(["tune", "--dataset", "synthetic", "--model", "sr", "--device", "cpu",
+              "--results-dir", str(tmp_path)])
+    assert e.value.code in (0, None)
+    df = pd.read_csv(tmp_path / "tune_synthetic_sr.csv")
+    assert sorted(df["window"]) == sorted(get_model_class("sr").grid["window"])
+    assert df["faithful"].iloc[0]
+    assert df["window"].iloc[0] == 10  # the default, trial 0
+    best = df.loc[df["best"]].iloc[0]
+    assert best["valid_ndcg@10"] == df["valid_ndcg@10"].max()
+    out = capsys.readouterr().out
+    if best["faithful"]:
+        assert "tag=tuned" not in out
+    else:
+        assert f"--set window={best['window']} --set tag=tuned" in out
 
 
 @pytest.mark.parametrize("name", NEW)

@@ -54,8 +54,9 @@ def register(app: typer.Typer) -> None:
         n_trials: Annotated[int, typer.Option(
             help="Trials this command adds to the study (the faithful one included while the "
                  "study has not run it).")] = 20,
-        sampler: Annotated[Literal["tpe", "grid"], typer.Option(
-            help="Optuna's sampler: tpe, or grid (every combination of value lists).")] = "tpe",
+        sampler: Annotated[Literal["tpe", "grid"] | None, typer.Option(
+            help="Optuna's sampler: tpe, or grid (every combination of value lists) "
+                 "\\[default: grid for a count model's own grid, else tpe].")] = None,
         prune: Annotated[bool, typer.Option(
             help="Stop trials whose per-epoch valid NDCG@10 falls below the median of earlier "
                  "trials (Optuna's median pruner; local executor).")] = False,
@@ -103,8 +104,13 @@ def register(app: typer.Typer) -> None:
         if space and (grid or knobs):
             raise UsageError("give the search as --space, or in the earlier --grid/--knobs "
                              "spelling, not both")
-        specs = space or tune_mod.from_old_options(
-            grid or [], parse_values(knobs, str) if knobs is not None else None)
+        own_grid = tune_mod.model_grid(model or "matrrec")
+        if space or grid or knobs or not own_grid:
+            specs = space or tune_mod.from_old_options(
+                grid or [], parse_values(knobs, str) if knobs is not None else None)
+        else:  # a count model's small grid (models list it), searched whole
+            specs, sampler = own_grid, sampler or "grid"
+        sampler = sampler or "tpe"
         searched = tune_mod.parse_space(specs)
         if any(s.partition("=")[0].strip() in searched for s in set_ or []):
             raise UsageError("a --set key is also searched; drop it from --set or --space")

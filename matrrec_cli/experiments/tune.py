@@ -28,6 +28,7 @@ from typing import Any
 
 from matrrec_cli.errors import MatrrecError, UsageError
 from matrrec_cli.experiments.runner import RunResult, RunSpec
+from matrrec_cli.models import get_model_class
 from matrrec_cli.train.config import OWN_FLAGS, RunOptions, TrainConfig
 from matrrec_cli.train.progress import Reporter
 
@@ -119,6 +120,13 @@ def from_old_options(grid: list[str], knobs: list[str] | None) -> list[str]:
             raise UsageError(f"--grid {key}: not among the searched keys {', '.join(chosen)}")
         chosen[key] = raw
     return [f"{k}={v}" for k, v in chosen.items()]
+
+
+def model_grid(model: str) -> list[str]:
+    """A count model's own grid (its `grid`: sr, itemknn, sknn, vsknn, ease) as --space specs;
+    empty for a trained model, whose default space is DEFAULT_SPACE."""
+    cls = get_model_class(model)
+    return [f"{k}={','.join(str(v) for v in vs)}" for k, vs in getattr(cls, "grid", {}).items()]
 
 
 def current_value(cfg: TrainConfig, key: str) -> Any:
