@@ -122,8 +122,8 @@ class CountScorer(Pop):
     """A count model whose `seq_repr` is its own score (B, n_items) float64; `full_sort_scores`
     ranks by it, ties broken by popularity (pop.py) unless `popularity_tie_break` is off.
     Buffers named in `data_buffers` take their size from the data: a state_dict restores them at
-    the stored size. `grid` is a small hyper-parameter grid, to be chosen on validation
-    (experiments/simple.py)."""
+    the stored size. `grid` is a small hyper-parameter grid, searched on validation by
+    `matrrec tune --model NAME`."""
 
     Config = ScorerConfig
     data_buffers: ClassVar[tuple[str, ...]] = ()
