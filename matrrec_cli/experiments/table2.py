@@ -28,6 +28,7 @@ import pandas as pd
 from matrrec_cli.data.registry import training_defaults
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments import paper
+from matrrec_cli.models import model_names
 from matrrec_cli.train.config import NEUTRAL, NON_SEMANTIC, comparable
 from matrrec_cli.train.runs import CAPPED, ENV, HISTORY, finished_runs, read_json, stop_reason
 
@@ -37,7 +38,7 @@ DATASET_ORDER = ("ml-1m", "musical", "health", "electronics", "office")
 METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@10")
 OURS, VS = "matrrec", ("sasrec", "mamba4rec")
 # model settings that change speed, not the model: a run using them still counts as plain
-SPEED_KEYS = ("skip_padding", "readout_only", "attn_impl", "mamba_backend")
+SPEED_KEYS = ("skip_padding", "readout_only", "attn_impl", "mamba_backend", "scan_impl")
 
 
 def _seedless_key(cfg: dict[str, Any]) -> str:
@@ -205,12 +206,16 @@ def _order(values: list[str], order: tuple[str, ...]) -> list[str]:
 
 def model_order(names: list[str]) -> list[str]:
     """Table 2's columns: the paper's nine in its order, then recipes tagged on them
-    ("matrrec (tuned)"), then the rest (pop, markov, ...)."""
-    def key(name: str) -> tuple[int, int, str]:
+    ("matrrec (tuned)"), then the block of simple models (markov, sr, itemknn, ..., pop: the
+    registry's order), each followed by its own tagged recipes ("sr (tuned)")."""
+    registry = model_names()
+
+    def key(name: str) -> tuple[int, int, int, str]:
         base, tagged = name.split(" (")[0], " (" in name
-        if base not in MODEL_ORDER:
-            return 2, 0, name
-        return int(tagged), MODEL_ORDER.index(base), name
+        if base in MODEL_ORDER:
+            return int(tagged), MODEL_ORDER.index(base), 0, name
+        place = registry.index(base) if base in registry else len(registry)
+        return 2, place, int(tagged), name
     return sorted(set(names), key=key)
 
 

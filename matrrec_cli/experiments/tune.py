@@ -282,5 +282,6 @@ def command(base: RunOptions, best: dict[str, Any], seeds: int = 5) -> str:
     sets = [*base.sets, *(f"{k}={v}" for k, v in best.items() if k not in OWN_FLAGS),
             "tag=tuned"]
     parts += [f"--set {s}" for s in sets]
-    parts.append(f"--seeds {seeds}")
+    if get_model_class(base.model).trainable:  # a count model is the same at every seed
+        parts.append(f"--seeds {seeds}")
     return " ".join(parts)
