@@ -140,3 +140,12 @@ def test_local_options_refuse_ray_flags(tiny: Path, tmp_path: Path, capsys) -> N
     assert _run(["sweep", "dropout", "0.1", "--dataset", "cyc", "--data-dir", str(tiny),
                  "--results-dir", str(tmp_path), "--gpus-per-run", "1"]) == 2
     assert "are for --executor ray" in capsys.readouterr().err
+
+
+def test_profile_cells_run_as_ray_tasks(local_ray, tiny: Path, tmp_path: Path) -> None:
+    assert _run(["profile", "--dataset", "cyc", "--model", "gru4rec,markov", "--max-batches",
+                 "1", "--repeats", "1", "--device", "cpu", "--data-dir", str(tiny),
+                 "--results-dir", str(tmp_path), "--executor", "ray"]) == 0
+    df = pd.read_csv(tmp_path / "table5_complexity.csv")
+    assert sorted(df["model"]) == ["gru4rec", "markov"]
+    assert (df["memory_gb"] > 0).all()

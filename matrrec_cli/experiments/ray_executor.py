@@ -289,8 +289,9 @@ def profile_cells(cells: list[dict[str, Any]], opts: ExecutorOptions,
     results in order."""
     with Session(opts.address) as ray:
         gpus = default_gpus(ray) if opts.gpus_per_run is None else opts.gpus_per_run
-        task = ray.remote(profile_task).options(num_cpus=opts.cpus_per_run, num_gpus=gpus,
-                                                max_calls=1, max_retries=opts.max_retries)
+        # max_calls=1: each cell in a worker process of its own, so its peak memory is its own
+        task = ray.remote(num_cpus=opts.cpus_per_run, num_gpus=gpus, max_calls=1,
+                          max_retries=opts.max_retries)(profile_task)
         refs = [task.remote(measure, cell, opts.cpus_per_run) for cell in cells]
         try:
             return ray.get(refs)
