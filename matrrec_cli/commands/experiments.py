@@ -294,8 +294,9 @@ def register(app: typer.Typer) -> None:
         warmup: Annotated[int, typer.Option(help="Warm-up batches.")] = 2,
         max_batches: Annotated[int | None, typer.Option(
             help="Time only this many batches and scale to the epoch \\[default: all].")] = None,
-        preset: Annotated[Preset, typer.Option(help="paper or recbole.")] = "paper",
-        set_: SetOpt = None,
+        preset: Annotated[Preset | None, typer.Option(
+            help="paper or recbole \\[default: paper].")] = None,
+        set_: SetOpt = None, config: ConfigOpt = None,
         data_dir: DirOpt = None, results_dir: DirOpt = None, markdown: MarkdownOpt = False,
         json_out: JsonOpt = False,
         executor: ExecutorOpt = "local", address: AddressOpt = None,
@@ -313,6 +314,15 @@ def register(app: typer.Typer) -> None:
         from matrrec_cli.experiments.runner import parse_values
         from matrrec_cli.models import model_names
 
+        if config is not None:  # a run file's dataset, preset and settings; flags override it
+            from matrrec_cli.train.config import read_config_file
+
+            file = read_config_file(config)
+            if not dataset and not synthetic_like and file.get("dataset"):
+                dataset = [file["dataset"]]
+            preset = preset or file.get("preset")
+            set_ = [*file["sets"], *(set_ or [])]
+        preset = preset or "paper"
         sources = [(d, False) for d in dataset or []] + [(d, True) for d in synthetic_like or []]
         if not sources:
             raise UsageError("give --dataset NAME or --synthetic-like NAME (repeatable)")
