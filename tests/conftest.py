@@ -51,3 +51,13 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MATRREC_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared dataset 'cyc' (imported from a CSV): 40 users walking an item cycle, L 10,
+    dropout 0.1 as its own defaults. One per test module."""
+    from helpers import import_synthetic
+
+    return import_synthetic(tmp_path_factory.mktemp("data"), n_users=40, n_items=30,
+                            max_len=25, train_len=10, dropout=0.1)

@@ -63,14 +63,28 @@ def synthetic_interactions(n_users: int = 60, n_items: int = 40, seed: int = 0,
 
 
 def import_synthetic(root: Path, name: str = "cyc", *, n_users: int = 30, n_items: int = 20,
-                     max_len: int = 15, train_len: int = 8) -> Path:
+                     max_len: int = 15, train_len: int = 8, dropout: float | None = None
+                     ) -> Path:
     """`matrrec import` of synthetic_interactions as dataset `name` into `root` (the data
     directory, returned); the CSV stays at root/i.csv."""
     csv = root / "i.csv"
     synthetic_interactions(n_users=n_users, n_items=n_items, max_len=max_len).to_csv(
         csv, index=False)
+    extra = ["--dropout", str(dropout)] if dropout is not None else []
     with pytest.raises(SystemExit) as e:
         main(["import", name, "--from-file", str(csv), "--format", "table", "--kcore", "0",
-              "--max-len", str(train_len), "--data-dir", str(root)])
+              "--max-len", str(train_len), "--data-dir", str(root), *extra])
     assert not e.value.code
     return root
+
+
+# A MaTrRec small enough for seconds-long experiment tests.
+SMALL = ["--set", "hidden_size=16", "--set", "inner_size=32", "--set", "d_state=4",
+         "--set", "batch_size=256"]
+
+
+def run_cli(args: list[str]) -> int:
+    """`matrrec ARGS` in this process; its exit status."""
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    return e.value.code or 0

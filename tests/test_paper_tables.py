@@ -164,6 +164,27 @@ def test_fewer_departures_from_the_protocol_win(tmp_path: Path) -> None:
     assert wide.loc["ndcg@10", "matrrec"] == 0.050
 
 
+@pytest.mark.parametrize(("sources", "values", "departs"), [
+    ({"model.use_position_embedding": "ablate Add PE"}, {}, ["use_position_embedding"]),
+    ({"model.hidden_size": "config file run.toml"}, {}, ["hidden_size"]),
+    ({"lr": "tune trial 3: lr=0.003"}, {}, ["lr"]),
+    ({"dropout": "sweep dropout", "model.dropout_prob": "sweep dropout"}, {"dropout": 0.1},
+     ["dropout 0.1"]),
+    ({"dropout": "sweep dropout", "model.dropout_prob": "sweep dropout"}, {"dropout": 0.4}, []),
+    ({"max_len": "sweep max_len"}, {"max_len": 70}, ["max_len 70"]),
+    ({"model.dropout_prob": "datasets.toml", "model.hidden_size": "preset paper",
+      "seed": "command line --seeds", "epochs": "command line", "tag": "command line --set",
+      "model.skip_padding": "command line --set", "data_dir": "$MATRREC_DATA_DIR"}, {}, []),
+])
+def test_a_departure_is_a_value_someone_chose(sources: dict, values: dict, departs: list) -> None:
+    """Values chosen by an experiment (ablate, sweep, tune) or a run file depart from the
+    protocol like a --set does; derived ones (defaults, datasets.toml, the preset), speed
+    options and neutral knobs do not; a dropout or max_len at the dataset's own value does not."""
+    cfg = {"dataset": "musical", "model": "matrrec", "objective": "prefix", "dropout": 0.4,
+           "max_len": 50, "sources": sources, **values}
+    assert report._departures([(Path("."), cfg, {})]) == departs
+
+
 def test_report_runs_lists_cost_and_provenance_per_cell(tmp_path: Path) -> None:
     for seed, wall, epochs, threads in ((2, 90.0, 30, 1), (1, 40.0, 10, None)):
         _fake_run(tmp_path, "sasrec", seed, 0.05 + seed / 100)

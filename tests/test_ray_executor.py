@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import synthetic_interactions
+from helpers import SMALL
+from helpers import run_cli as _run
 
-from matrrec_cli.cli import main
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.experiments import ray_executor
 from matrrec_cli.experiments.jobs import ExecutorOptions
@@ -23,8 +23,6 @@ from matrrec_cli.train.config import RunOptions
 
 ray = pytest.importorskip("ray")
 
-SMALL = ["--set", "hidden_size=16", "--set", "inner_size=32", "--set", "d_state=4",
-         "--set", "batch_size=256"]
 RAY = ExecutorOptions(kind="ray", cpus_per_run=1)
 
 
@@ -36,14 +34,6 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    csv = root / "i.csv"
-    synthetic_interactions(n_users=40, n_items=30, max_len=25).to_csv(csv, index=False)
-    assert _run(["import", "cyc", "--from-file", str(csv), "--format", "table", "--kcore", "0",
-                 "--max-len", "10", "--dropout", "0.1", "--data-dir", str(root)]) == 0
-    return root
 
 
 @pytest.fixture
@@ -55,10 +45,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _run(args: list[str]) -> int:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code or 0
 
 
 def _finished(results: Path) -> dict[tuple[str, int], dict]:

@@ -6,29 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import synthetic_interactions
+from helpers import SMALL
+from helpers import run_cli as _run
 
-from matrrec_cli.cli import main
 from matrrec_cli.train import runs
-
-SMALL = ["--set", "hidden_size=16", "--set", "inner_size=32", "--set", "d_state=4",
-         "--set", "batch_size=256"]
-
-
-def _run(args: list[str]) -> int:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    return e.value.code or 0
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    csv = root / "i.csv"
-    synthetic_interactions(n_users=40, n_items=30, max_len=25).to_csv(csv, index=False)
-    assert _run(["import", "cyc", "--from-file", str(csv), "--format", "table", "--kcore", "0",
-                 "--max-len", "10", "--dropout", "0.1", "--data-dir", str(root)]) == 0
-    return root
 
 
 def _sweep(tiny: Path, results: Path, *extra: str) -> int:

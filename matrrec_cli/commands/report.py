@@ -203,6 +203,71 @@ def breakdown(
     print(f"written {png}", file=sys.stderr)
 
 
+@report_app.command("claims")
+def claims(
+    dataset: DatasetsOpt = None, results_dir: ResultsOpt = None,
+    include_capped: CappedOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
+    json_out: JsonOpt = False,
+    data_dir: Annotated[str | None, typer.Option(
+        help="Where the datasets are prepared (claim 2 needs the histories) \\[default: the "
+             "runs'].")] = None,
+) -> None:
+    """The paper's five claims, each with a verdict computed from the recorded runs.
+
+    Verdict: holds / does not hold / not distinguishable at N seeds / no runs (then the
+    commands that make the runs are printed). Rules (details: experiments/claims.py):
+
+    1 beats the 8 baselines: Wilcoxon on per-user NDCG@10, BH, p < 0.01; all better: holds.
+
+    2 cold start: gain over Mamba4Rec and SASRec per history-length bucket (>= 50 users);
+    shortest bucket's gain largest, > 0 and Wilcoxon p_bh < 0.05: holds; not largest: fails.
+
+    3 Add PE vs the default over seeds: worse with Welch p < 0.05 holds, better fails.
+
+    4 dropout 0.4 (ml-1m 0.1), max_len 50: another value better (Welch p < 0.05) fails;
+    best and ahead of each neighbour with p < 0.05 holds.
+
+    5 profile CSVs: MaTrRec/Mamba4Rec <= 1.5 and MaTrRec/NextItNet <= 0.5 (train s/epoch,
+    inference s; one device and L): holds.
+
+    Writes results/claims.csv (rows of other datasets kept).
+
+    Example: matrrec report claims --dataset musical
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from matrrec_cli.experiments import claims as cl
+    from matrrec_cli.paths import results_dir as results_path
+
+    rdir = results_path(results_dir)
+    df = cl.claims(rdir, dataset, data_dir=data_dir,
+                   selection=_selection(None, include_capped))
+    table = Table(title="The paper's claims: verdicts computed from the recorded runs")
+    for col in ("#", "claim", "dataset", "subject", "verdict", "evidence"):
+        table.add_column(col, overflow="fold")
+    previous = None
+    for _, r in df.iterrows():
+        head = r["subject"] == ""
+        table.add_row(str(r["claim"]) if r["claim"] != previous else "",
+                      f"“{r['quote']}”" if r["claim"] != previous else "",
+                      r["dataset"], r["subject"] if not head else "",
+                      f"[bold]{r['verdict']}[/]" if head else r["verdict"],
+                      r["evidence"] + ("" if r["p_bh"] != r["p_bh"] or r["p_bh"] is None
+                                       else f" (p {r['p']:.2g}, p_bh {r['p_bh']:.2g})"))
+        previous = r["claim"]
+    console = Console(stderr=json_out)
+    show(table, markdown=markdown, console=console, json_rows=df if json_out else None)
+    todo = cl.commands(df)
+    if todo:
+        lines = ["", "To make the missing runs:", *(f"  {c}" for c in todo)]
+        if markdown and not json_out:
+            print("\n".join(["", "To make the missing runs:", "", "```sh", *todo, "```"]))
+        else:
+            console.print("\n".join(lines), markup=False, highlight=False)
+    save_csv(df, rdir / "claims.csv", output, key=["dataset"])
+
+
 @report_app.command("runs")
 def runs(
     dataset: DatasetsOpt = None, results_dir: ResultsOpt = None, tag: TagOpt = None,

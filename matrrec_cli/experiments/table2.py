@@ -29,7 +29,7 @@ from matrrec_cli.data.registry import training_defaults
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments import paper
 from matrrec_cli.models import model_names
-from matrrec_cli.train.config import NEUTRAL, NON_SEMANTIC, comparable
+from matrrec_cli.train.config import NEUTRAL, NON_SEMANTIC, SETTABLE, comparable, is_given
 from matrrec_cli.train.runs import CAPPED, ENV, HISTORY, finished_runs, read_json, stop_reason
 
 MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "core",
@@ -153,13 +153,21 @@ def _departures(members: Members) -> list[str]:
     own max_len is used."""
     cfg = members[0][1]
     src = cfg.get("sources", {})
-    out = [k.removeprefix("model.") for k, v in src.items()
-           if v.endswith("--set") and k.removeprefix("model.") not in SPEED_KEYS
-           and k not in NEUTRAL]
+    out = []
+    for k, v in src.items():  # values someone chose: --set, a run file, a variant, a candidate
+        key = k.removeprefix("model.")
+        if not is_given(v):
+            continue
+        if k.startswith("model."):
+            # the model's dropouts set by the dropout option are judged by value, below
+            if key not in SPEED_KEYS and not ("dropout" in key and v == src.get("dropout")):
+                out.append(key)
+        elif k in SETTABLE and k not in NEUTRAL:
+            out.append(k)
     own = training_defaults(cfg["dataset"], cfg.get("data_dir"))
-    if src.get("max_len") == "command line" and cfg.get("max_len") != own.max_len:
+    if is_given(src.get("max_len")) and cfg.get("max_len") != own.max_len:
         out.append(f"max_len {cfg.get('max_len')}")
-    if src.get("dropout") == "command line" and cfg.get("dropout") != own.dropout:
+    if is_given(src.get("dropout")) and cfg.get("dropout") != own.dropout:
         out.append(f"dropout {cfg.get('dropout')}")
     if cfg.get("objective", "prefix") != "prefix":
         out.append(f"objective {cfg.get('objective')}")

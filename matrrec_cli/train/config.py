@@ -28,6 +28,7 @@ from matrrec_cli.errors import UsageError
 
 DEFAULT = "default"
 CLI = "command line"
+PRESET_PAPER = "preset paper"
 DEFAULT_MODEL = "matrrec"
 
 # A history longer than this is no sequential recommendation data set's (and L x batch x hidden
@@ -133,7 +134,8 @@ SETTABLE = tuple(name for name, f in KNOBS.items() if f.metadata["settable"])
 # Knobs added after results were first recorded: at these values they are left out of the hash
 # and of report grouping, so older run records still name the same configuration.
 LATE_DEFAULTS: dict[str, Any] = {n: f.default for n, f in KNOBS.items() if f.metadata["late"]}
-LATE_MODEL_DEFAULTS: dict[str, Any] = {"skip_padding": False, "readout_only": False}
+LATE_MODEL_DEFAULTS: dict[str, Any] = {"skip_padding": False, "readout_only": False,
+                                       "scan_impl": "auto"}
 # Fields that cannot change a number; left out of the config hash.
 NON_SEMANTIC = tuple(f.name for f in dataclasses.fields(TrainConfig)
                      if f.metadata.get("semantic") is False)
@@ -286,6 +288,16 @@ def _toml_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def is_given(source: str | None) -> bool:
+    """Whether a recorded source is someone's choice (the command line, a run file, an
+    experiment's variant or candidate) rather than a default the toolkit derived (built-in,
+    datasets.toml or an import's meta.json, the paper preset, an environment variable)."""
+    if not source:
+        return False
+    derived = source in (DEFAULT, "datasets.toml", PRESET_PAPER) or source.startswith("$")
+    return not (derived or source.endswith("meta.json"))
+
+
 def dataset_defaults(name: str, data_dir: str, *, prepared: bool = True) -> Any:
     """The paper's per-dataset settings (.max_len, .dropout, .source): datasets.toml, else an
     import's meta.json. With `prepared`, an unprepared or unknown dataset fails here, before any
@@ -335,7 +347,7 @@ def resolve(opts: RunOptions, *, prepared: bool = True) -> TrainConfig:
     model_src = dict.fromkeys(model_defaults, DEFAULT)
     if values["preset"] == "paper":
         for k, v in cls.paper_overrides(dropout=dropout if dropout is not None else 0.0).items():
-            overrides[k], model_src[k] = v, "preset paper"
+            overrides[k], model_src[k] = v, PRESET_PAPER
     if dropout is not None:
         for k, v in cls.dropout_overrides(dropout).items():
             overrides[k], model_src[k] = v, sources["dropout"]
