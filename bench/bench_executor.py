@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from helpers import synthetic_interactions  # noqa: E402
+from helpers import synthetic_interactions
 
 
 def matrrec(*args: str, env: dict[str, str]) -> float:
@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=600)
     ap.add_argument("--items", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--model", default="sasrec")
     args = ap.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,12 +50,14 @@ def main() -> None:
         matrrec("import", "syn", "--from-file", str(csv), "--format", "table", "--kcore", "0",
                 "--data-dir", str(root / "data"), env=env)
         sweep = ["sweep", "dropout", "0.1,0.2,0.3,0.4", "--seeds", "2", "--dataset", "syn",
+                 "--model", args.model,
                  "--epochs", str(args.epochs), "--device", "cpu", "--data-dir",
                  str(root / "data")]
         local = matrrec(*sweep, "--results-dir", str(root / "local"), env=env)
         ray = matrrec(*sweep, "--results-dir", str(root / "ray"), "--executor", "ray",
                       "--cpus-per-run", "1", env=env)
-    print(f"8-run sweep ({args.users} users, {args.epochs} epochs each, {os.cpu_count()} CPUs)")
+    print(f"8-run {args.model} sweep ({args.users} users, {args.epochs} epochs each, "
+          f"{os.cpu_count()} CPUs)")
     print(f"  local, one thread:            {local:7.1f} s")
     print(f"  ray, 2 one-thread workers:    {ray:7.1f} s")
     print(f"  speed-up local / ray:         {local / ray:7.2f}x")
