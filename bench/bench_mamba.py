@@ -1,12 +1,14 @@
-"""Mamba block vs a causal single-head attention block on this CPU (issue 3 item 2).
+"""Mamba block vs a causal single-head attention block on this CPU (issue 3 item 2, issue 22).
 
-Forward+backward of our Mamba block (d_model 64, d_state 32, d_conv 4, expand 2) and of an
-attention block of the same width (Linear qkv, causal scaled_dot_product_attention, out
-projection), side by side in one run: median of several repeats after warm-up, printed as ratios.
+Forward+backward of our Mamba block (d_model 64, d_state 32, d_conv 4, expand 2) with the eager
+scan (scan_impl "torch") and with the numba kernel (scan_impl "kernel", when numba imports), and
+of an attention block of the same width (Linear qkv, causal scaled_dot_product_attention, out
+projection), side by side in one run: median of several repeats after warm-up, the blocks
+interleaved round by round, printed as ratios to attention.
 Then the peak resident memory of one forward+backward at the ML-1M batch 2048 x 200, each config
 in a fresh subprocess (ru_maxrss; tracemalloc does not see torch's allocations).
 
-Example: python bench/bench_mamba.py --reps 7
+Example: OMP_NUM_THREADS=2 python bench/bench_mamba.py --reps 8 --skip-mem
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from matrrec_cli.models.mamba import Mamba
+from matrrec_cli.models.mamba import Mamba, scan_kernel_available
 from matrrec_cli.models.scan import selective_scan_ref
 
 SHAPES = [(256, 50), (64, 200)]  # the paper's batches at L 50 (Musical) and L 200 (ML-1M)
@@ -46,14 +48,17 @@ class AttentionBlock(nn.Module):
 
 
 def make_block(kind: str) -> nn.Module:
+    """"attention", "mamba" (eager scan), "mamba-kernel" (numba scan) or "mamba-ref"."""
     torch.manual_seed(0)
     if kind == "attention":
         return AttentionBlock(64)
-    m = Mamba(d_model=64, d_state=32, d_conv=4, expand=2, backend="torch")
+    m = Mamba(d_model=64, d_state=32, d_conv=4, expand=2, backend="torch",
+              scan_impl="kernel" if kind == "mamba-kernel" else "torch")
     if kind == "mamba-ref":  # the plain per-step autograd loop, for scale
         import matrrec_cli.models.mamba as mamba_mod
 
-        mamba_mod.selective_scan = selective_scan_ref
+        mamba_mod.selective_scan = (  # the block passes lengths, which the reference lacks
+            lambda *a, lengths=None, **kw: selective_scan_ref(*a, **kw))
     return m
 
 
@@ -76,7 +81,8 @@ def floor_report(reps: int) -> None:
 
     real = mamba_mod.selective_scan
 
-    def no_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    def no_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                lengths=None):
         # keeps every input in the graph (same backward shapes), skips the recurrence
         dt = F.softplus(delta + delta_bias)  # the scan's own preprocessing stays in
         bc = B.sum(-1, keepdim=True) + C.sum(-1, keepdim=True)
@@ -137,18 +143,25 @@ def main() -> None:
         print(json.dumps(peak_memory(kind, int(b), int(n))))
         return
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.reps}")
-    print(f"{'shape':>12} {'mamba ms':>10} {'attn ms':>9} {'ratio':>7}")
+    kinds = ["attention", "mamba"] + (["mamba-kernel"] if scan_kernel_available() else [])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.reps}"
+          + ("" if len(kinds) == 3 else "; no numba, so no kernel column"))
+    print(f"{'shape':>12} {'attn ms':>9} {'mamba ms':>10} {'ratio':>7}"
+          + (f" {'kernel ms':>10} {'ratio':>7}" if len(kinds) == 3 else ""))
     for batch, L in SHAPES:
         x = torch.randn(batch, L, 64, requires_grad=True)
-        mamba, attn = make_block("mamba"), make_block("attention")
-        # interleave the two so that machine noise hits both alike
-        m_ms, a_ms = [], []
+        blocks = {kind: make_block(kind) for kind in kinds}
+        # interleave the blocks so that machine noise hits them alike
+        ms: dict[str, list[float]] = {kind: [] for kind in kinds}
         for _ in range(2):
-            m_ms.append(fwd_bwd_ms(mamba, x, (args.reps + 1) // 2))
-            a_ms.append(fwd_bwd_ms(attn, x, (args.reps + 1) // 2))
-        m, a = statistics.median(m_ms), statistics.median(a_ms)
-        print(f"{f'{batch}x{L}':>12} {m:10.1f} {a:9.1f} {m / a:6.2f}x", flush=True)
+            for kind, block in blocks.items():
+                ms[kind].append(fwd_bwd_ms(block, x, (args.reps + 1) // 2))
+        med = {kind: statistics.median(v) for kind, v in ms.items()}
+        a = med["attention"]
+        row = f"{f'{batch}x{L}':>12} {a:9.1f} {med['mamba']:10.1f} {med['mamba'] / a:6.2f}x"
+        if "mamba-kernel" in med:
+            row += f" {med['mamba-kernel']:10.1f} {med['mamba-kernel'] / a:6.2f}x"
+        print(row, flush=True)
 
     if args.floor:
         floor_report(args.reps)
@@ -158,6 +171,8 @@ def main() -> None:
           f"{args.mem_batch} x {args.mem_len} unless noted)")
     configs = [("mamba", args.mem_batch, args.mem_len), ("attention", args.mem_batch, args.mem_len),
                ("mamba", 256, args.mem_len), ("mamba-ref", 256, args.mem_len)]
+    if scan_kernel_available():
+        configs.insert(1, ("mamba-kernel", args.mem_batch, args.mem_len))
     for kind, b, n in configs:
         res = subprocess.run(
             [sys.executable, __file__, "--child", kind, str(b), str(n)]

@@ -6,6 +6,11 @@ so that a slow spell of a noisy machine touches every set alike, and each set's 
 rounds is reported with its speed-up over the first set (the default unless --sets says
 otherwise).
 
+`--scan-impl` runs every set, the default row included, with that Mamba scan (the set's own
+scan_impl, if it names one, wins), so the CPU scans compare as
+  --scan-impl torch --sets scan_impl=kernel
+`--synthetic-like` times on synthetic data of the dataset's Table 1 size (no download needed).
+
 Example:
   python bench/speed_options.py --dataset musical --model matrrec \
       --sets skip_padding=true \
@@ -36,6 +41,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-batches", type=int, default=None)
     ap.add_argument("--data-dir", type=Path, default=REPO / "data")
+    ap.add_argument("--scan-impl", choices=("auto", "kernel", "torch"), default=None,
+                    help="Mamba scan of every set (MaTrRec, Mamba4Rec); default: the model's")
+    ap.add_argument("--synthetic-like", action="store_true",
+                    help="synthetic data of the dataset's Table 1 size instead of the prepared")
     args = ap.parse_args()
 
     from matrrec_cli.data.registry import training_defaults
@@ -43,19 +52,22 @@ def main() -> None:
 
     max_len = args.max_len or training_defaults(args.dataset, args.data_dir).max_len
     option_sets = [()] + [tuple(p for p in s.split(",") if p) for s in args.sets]
+    base = (f"scan_impl={args.scan_impl}",) if args.scan_impl else ()
     times: dict[tuple[str, ...], list[tuple[float, float]]] = {s: [] for s in option_sets}
     for _ in range(args.rounds):
         for sets in option_sets:
             cell = run_cell({"dataset": args.dataset, "model": args.model, "max_len": max_len,
-                             "synthetic": False, "device": "cpu",
+                             "synthetic": args.synthetic_like, "device": "cpu",
                              "data_dir": str(args.data_dir), "repeats": 1, "warmup": 1,
                              "max_batches": args.max_batches, "preset": args.preset,
-                             "sets": sets})
+                             "sets": base + sets})
             times[sets].append((cell["train_s_per_epoch"], cell["inference_s"]))
     base_train = statistics.median(t for t, _ in times[()])
     base_eval = statistics.median(e for _, e in times[()])
-    print(f"{args.model} on {args.dataset}, L {max_len}, preset {args.preset}, "
-          f"{args.rounds} interleaved rounds, medians:")
+    print(f"{args.model} on {args.dataset}{' (synthetic)' if args.synthetic_like else ''}, "
+          f"L {max_len}, preset {args.preset}, "
+          f"{args.rounds} interleaved rounds, medians" + (f", all with {base[0]}" if base else "")
+          + ":")
     print(f"{'options':<60} {'train s/ep':>10} {'full-sort s':>11} {'train x':>8} {'eval x':>7}")
     for sets, ts in times.items():
         tr = statistics.median(t for t, _ in ts)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from matrrec_cli.errors import MatrrecError
+from matrrec_cli.errors import MatrrecError, UsageError
 from matrrec_cli.models import mamba as mamba_mod
 from matrrec_cli.models import scan as scan_mod
 from matrrec_cli.models.mamba import Mamba, cuda_backend_available, cuda_backend_reason
@@ -323,3 +323,17 @@ def test_scan_with_full_lengths_equals_dense() -> None:
     full = torch.full((4,), 11)
     torch.testing.assert_close(selective_scan(**inp, lengths=full), selective_scan(**inp),
                                rtol=0, atol=1e-6)
+
+
+# --- scan_impl (the numba kernels themselves: tests/test_scan_kernel.py) -------------------------
+
+
+def test_scan_impl_torch_and_bad_values() -> None:
+    m = small_block()
+    m.scan_impl = "torch"
+    m(torch.randn(1, 4, 16))
+    assert m.last_scan_impl == "torch"
+    with pytest.raises(UsageError, match=r"--set scan_impl="):
+        Mamba(d_model=16, scan_impl="fast")  # type: ignore[arg-type]
+    assert mamba_mod.resolved_scan_impl("torch", "cpu") == "torch"
+    assert mamba_mod.resolved_scan_impl("auto", "cuda") == "torch"

@@ -9,6 +9,13 @@ Backends: "torch" always runs our code; "cuda" runs mamba_ssm's fused kernels (`
 and fails clearly when they cannot be used; "auto" takes the kernels only when mamba_ssm imports
 and the input is on a CUDA device. mamba_ssm is imported lazily, and only there: on a CPU machine
 `import mamba_ssm` fails (no `selective_scan_cuda`, see reference/mamba-on-cpu.md).
+
+Scan implementations of "our code" (`scan_impl`): "kernel" runs the numba loops of
+scan_kernel.py (CPU tensors; optional dependency, `pip install 'matrrec[numba]'`): the selective
+scan with its gate, and the causal conv + SiLU before it; "torch" the eager scan of scan.py and
+nn.Conv1d; "auto" the kernels on CPU tensors when numba imports, else eager. CUDA tensors always
+run eager (or mamba_ssm's kernels, as above). numba is imported at the first CPU forward that may
+use it, never at import.
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from matrrec_cli.errors import MatrrecError
+from matrrec_cli.errors import MatrrecError, UsageError
 from matrrec_cli.models.scan import selective_scan
 
 Backend = Literal["auto", "torch", "cuda"]
+ScanImpl = Literal["auto", "kernel", "torch"]
+SCAN_IMPLS = ("auto", "kernel", "torch")
 _INSTALL_HINT = (
     "build the kernels on a CUDA machine as docs/gpu.md says (pip install hatchling editables "
     "setuptools wheel packaging ninja && MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE "
@@ -61,6 +70,39 @@ def cuda_backend_reason() -> str:
     return _mamba_ssm()[1]
 
 
+@functools.cache
+def _scan_kernel() -> Any:
+    """The numba scan module, imported on first use (it imports numba, ~1 s)."""
+    from matrrec_cli.models import scan_kernel
+
+    return scan_kernel
+
+
+def scan_kernel_available() -> bool:
+    """True when the numba scan kernel can run here (numba imports)."""
+    return bool(_scan_kernel().available())
+
+
+def check_scan_impl(scan_impl: str) -> None:
+    """Reject a scan_impl other than auto, kernel or torch, and "kernel" where numba is missing."""
+    if scan_impl not in SCAN_IMPLS:
+        raise UsageError(f"scan_impl must be auto, kernel or torch, not {scan_impl!r} "
+                         "(--set scan_impl=...)")
+    if scan_impl == "kernel" and not scan_kernel_available():
+        raise UsageError(f"scan_impl 'kernel' needs numba, but {_scan_kernel().reason()} "
+                         "(or --set scan_impl=torch)")
+
+
+def resolved_scan_impl(scan_impl: str, device: torch.device | str) -> str:
+    """The scan that `scan_impl` runs for tensors on `device`: "kernel" (numba, CPU only) or
+    "torch" (for the run records; on CUDA the block may run mamba_ssm's kernels instead, which
+    `Mamba.last_backend` says)."""
+    check_scan_impl(scan_impl)
+    if torch.device(device).type != "cpu" or scan_impl == "torch":
+        return "torch"
+    return "kernel" if scan_kernel_available() else "torch"
+
+
 class Mamba(nn.Module):
     """Selective state-space block; input and output (B, L, d_model)."""
 
@@ -83,11 +125,13 @@ class Mamba(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: Backend = "auto",
+        scan_impl: ScanImpl = "auto",  # CPU scan: numba "kernel", eager "torch", or "auto"
     ) -> None:
         factory_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
         super().__init__()
         if backend not in ("auto", "torch", "cuda"):
             raise MatrrecError(f"mamba backend must be auto, torch or cuda, not {backend!r}")
+        check_scan_impl(scan_impl)
         if backend == "cuda" and not cuda_backend_available():
             raise MatrrecError(
                 f"mamba backend 'cuda' needs mamba_ssm's kernels, but {cuda_backend_reason()}; "
@@ -102,7 +146,9 @@ class Mamba(nn.Module):
         self.use_fast_path = use_fast_path
         self.layer_idx = layer_idx
         self.backend = backend
+        self.scan_impl = scan_impl
         self.last_backend: str | None = None  # "torch" or "cuda": what the last forward ran
+        self.last_scan_impl: str | None = None  # "kernel" or "torch" when last_backend is torch
 
         self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory_kwargs)
         self.conv1d = nn.Conv1d(
@@ -159,7 +205,7 @@ class Mamba(nn.Module):
                 "use --device cuda, or backend 'auto' or 'torch' on a CPU"
             )
         if on_cuda and self.backend != "torch" and cuda_backend_available():
-            self.last_backend = "cuda"
+            self.last_backend, self.last_scan_impl = "cuda", None
             return self._forward_cuda(hidden_states)
         self.last_backend = "torch"
         return self._forward_torch(hidden_states, lengths)
@@ -169,13 +215,21 @@ class Mamba(nn.Module):
         L = hidden_states.shape[1]
         # The scan runs in at least fp32, like the kernels (§7: "All in fp32").
         dtype = torch.promote_types(hidden_states.dtype, torch.float32)
+        self.last_scan_impl = resolved_scan_impl(self.scan_impl, hidden_states.device)
+        kernels = _scan_kernel() if self.last_scan_impl == "kernel" else None
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (B, L, Din) each
-        x = self.conv1d(x.transpose(1, 2))[..., :L]  # (B, Din, L), causal
-        x = F.silu(x).transpose(1, 2)  # (B, L, Din)
+        if kernels is not None and x.dtype in (torch.float32, torch.float64):
+            # the fused conv + SiLU: eager, they cost as much as an attention block here
+            bias = self.conv1d.bias if self.conv1d.bias is not None else x.new_zeros(self.d_inner)
+            x = kernels.causal_conv1d_silu(x, self.conv1d.weight, bias)  # (B, L, Din)
+        else:
+            x = self.conv1d(x.transpose(1, 2))[..., :L]  # (B, Din, L), causal
+            x = F.silu(x).transpose(1, 2)  # (B, L, Din)
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # (B, L, Din); bias is added inside the scan
         A = -torch.exp(self.A_log.to(dtype))  # (Din, N)
-        y = selective_scan(
+        scan = kernels.selective_scan_kernel if kernels is not None else selective_scan
+        y = scan(
             x.to(dtype), dt.to(dtype), A, B.to(dtype), C.to(dtype), self.D.to(dtype),
             z=z.to(dtype), delta_bias=self.dt_proj.bias.to(dtype), delta_softplus=True,
             lengths=lengths,

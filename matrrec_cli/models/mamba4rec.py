@@ -22,7 +22,7 @@ from torch import nn
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.models.base import SequentialRecommender
 from matrrec_cli.models.layers import init_normal_
-from matrrec_cli.models.mamba import Mamba
+from matrrec_cli.models.mamba import Mamba, ScanImpl, check_scan_impl
 
 
 @dataclasses.dataclass
@@ -38,8 +38,10 @@ class Mamba4RecConfig:
     init: Literal["faithful", "mamba"] = "faithful"  # faithful: N(0, 0.02) overwrites Mamba's
     mamba_backend: Literal["auto", "torch", "cuda"] = "auto"  # auto: fused kernels on CUDA if any
     skip_padding: bool = False  # speed only: the CPU scan skips padded steps (see MaTrRecConfig)
+    scan_impl: ScanImpl = "auto"  # speed only: numba "kernel" or eager "torch" (see MaTrRec)
 
     def __post_init__(self) -> None:
+        check_scan_impl(self.scan_impl)
         if self.init not in ("faithful", "mamba"):
             raise MatrrecError(f"mamba4rec init must be faithful or mamba, not {self.init!r}")
         if self.n_layers < 1:
@@ -73,6 +75,7 @@ class MambaLayer(nn.Module):
             d_conv=cfg.d_conv,
             expand=cfg.expand,
             backend=cfg.mamba_backend,
+            scan_impl=cfg.scan_impl,
         )
         self.dropout = nn.Dropout(cfg.dropout_prob)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=1e-12)

@@ -21,7 +21,7 @@ from torch import nn
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.models.base import SequentialRecommender
 from matrrec_cli.models.layers import AttnImpl, TransformerLayer, attention_mask, init_normal_
-from matrrec_cli.models.mamba import Mamba
+from matrrec_cli.models.mamba import Mamba, ScanImpl, check_scan_impl
 
 
 @dataclasses.dataclass
@@ -47,6 +47,10 @@ class MaTrRecConfig:
     # exactly, but A's gradient sums fewer terms in another order (float rounding), so off by
     # default (faithful runs stay bit-identical); measured in docs/measurements.md.
     skip_padding: bool = False
+    # Speed, not model: the Mamba block on a CPU. "kernel": numba loops for the scan and the
+    # conv (scan_kernel.py, needs numba), "torch": eager PyTorch, "auto": the kernel when numba
+    # imports. Same math, other float rounding (sums in another order); CUDA runs ignore it.
+    scan_impl: ScanImpl = "auto"
     # Speed, not model: the read-out (prefix loss, evaluation) runs the transformer layer of the
     # last block for position len-1 only. Same values up to rounding, but fewer dropout draws,
     # so training follows another random stream: off by default (see SASRecConfig).
@@ -66,6 +70,7 @@ class MaTrRecConfig:
                 raise MatrrecError(
                     f"matrrec setting {key}={value!r} is not one of {', '.join(allowed)}"
                 )
+        check_scan_impl(self.scan_impl)
         if self.n_heads < 1 or self.hidden_size % self.n_heads != 0:
             raise MatrrecError(
                 f"matrrec hidden_size {self.hidden_size} must be a multiple of "
@@ -88,6 +93,7 @@ class MambaLayer(nn.Module):
             d_conv=cfg.d_conv,
             expand=cfg.expand,
             backend=cfg.mamba_backend,
+            scan_impl=cfg.scan_impl,
         )
         self.dropout = nn.Dropout(dropout_prob)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)

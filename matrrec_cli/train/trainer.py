@@ -58,10 +58,11 @@ VALID_METRIC = "ndcg@10"  # RecBole valid_metric
 PAUSE_ENV = "MATRREC_PAUSE_AFTER_CHECKPOINT"
 
 
-def mamba_backends(model: torch.nn.Module) -> list[str]:
-    """Backends the model's Mamba blocks actually ran ("torch" or "cuda"), if it has any."""
-    return sorted({m.last_backend for m in model.modules()
-                   if getattr(m, "last_backend", None) is not None})
+def mamba_backends(model: torch.nn.Module, attr: str = "last_backend") -> list[str]:
+    """Backends the model's Mamba blocks actually ran ("torch" or "cuda"; with
+    attr="last_scan_impl" the CPU scan: "kernel" or "torch"), if it has any."""
+    return sorted({getattr(m, attr) for m in model.modules()
+                   if getattr(m, attr, None) is not None})
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -286,6 +287,7 @@ def write_results(
     with atomic_path(run_dir / runs.RANKS) as tmp:  # never a half-written ranks file
         ranks_frame(results).to_parquet(tmp, index=False)
     write_json(run_dir / runs.ENV, {**environment(str(device)),
-                                    "mamba_backend": mamba_backends(model) or None})
+                                    "mamba_backend": mamba_backends(model) or None,
+                                    "scan_impl": mamba_backends(model, "last_scan_impl") or None})
     write_json(run_dir / runs.METRICS, metrics)
     return metrics
