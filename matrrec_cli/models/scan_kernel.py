@@ -1,4 +1,4 @@
-"""The Mamba block's selective scan (and its conv + SiLU) as numba loops for CPUs (issue 22).
+"""The Mamba block's selective scan (and its conv + SiLU) as numba loops for CPUs.
 
     h_t = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t u_t) B_t,   y_t = (h_t · C_t + D u_t) · SiLU(z_t)
     Δ_t = softplus(delta_t + delta_bias)             per channel d: h_t (N,); B_t, C_t (N,)
