@@ -115,26 +115,23 @@ class Run:
 
     # --- ids ---------------------------------------------------------------------------------
     def _internal_users(self, user_ids: Iterable[Any]) -> np.ndarray:
-        ids = [str(u) for u in user_ids]
-        bad = [u for u in ids if u not in self._user]
-        if bad:
-            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-            raise MatrrecError(
-                f"unknown user id {', '.join(map(repr, bad[:3]))}{more}: not in dataset "
-                f"'{self.config.dataset}' (see the token column of "
-                f"{Path(self.config.data_dir) / self.config.dataset / USER_MAP})")
-        return np.array([self._user[u] for u in ids], dtype=np.int64)
+        return self._internal(user_ids, self._user, "user", USER_MAP)
 
     def _internal_items(self, items: Iterable[Any]) -> np.ndarray:
-        ids = [str(i) for i in items]
-        bad = [i for i in ids if i not in self._item]
+        return self._internal(items, self._item, "item", ITEM_MAP)
+
+    def _internal(self, ids: Iterable[Any], table: dict[str, int], what: str,
+                  map_file: str) -> np.ndarray:
+        """Internal ids of original `ids`; an unknown one is an error naming it and the map."""
+        tokens = [str(i) for i in ids]
+        bad = [i for i in tokens if i not in table]
         if bad:
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
             raise MatrrecError(
-                f"unknown item id {', '.join(map(repr, bad[:3]))}{more}: not in dataset "
+                f"unknown {what} id {', '.join(map(repr, bad[:3]))}{more}: not in dataset "
                 f"'{self.config.dataset}' (see the token column of "
-                f"{Path(self.config.data_dir) / self.config.dataset / ITEM_MAP})")
-        return np.array([self._item[i] for i in ids], dtype=np.int64)
+                f"{Path(self.config.data_dir) / self.config.dataset / map_file})")
+        return np.array([table[i] for i in tokens], dtype=np.int64)
 
     # --- scoring -----------------------------------------------------------------------------
     def _fit(self, split: Split | None) -> None:
