@@ -88,3 +88,23 @@ def run_cli(args: list[str]) -> int:
     with pytest.raises(SystemExit) as e:
         main(args)
     return e.value.code or 0
+
+
+def scan_inputs(n_b: int, L: int, d: int, n: int, dtype: torch.dtype, dt_shift: float = 0.0,
+                *, seed: int = 1, delta_bias: bool = False) -> dict[str, torch.Tensor]:
+    """Random inputs of a selective scan: u, delta (+ dt_shift), A < 0, B, C, D, z, and with
+    `delta_bias` a dt bias (drawn last, so the others do not depend on it)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {
+        "u": torch.randn(n_b, L, d, generator=g, dtype=dtype),
+        "delta": torch.randn(n_b, L, d, generator=g, dtype=dtype) + dt_shift,
+        "A": -torch.exp(torch.randn(d, n, generator=g, dtype=dtype)),
+        "B": torch.randn(n_b, L, n, generator=g, dtype=dtype),
+        "C": torch.randn(n_b, L, n, generator=g, dtype=dtype),
+        "D": torch.randn(d, generator=g, dtype=dtype),
+        "z": torch.randn(n_b, L, d, generator=g, dtype=dtype),
+    }
+    if delta_bias:
+        out["delta_bias"] = torch.randn(d, generator=g, dtype=dtype)
+    return out
+

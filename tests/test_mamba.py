@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import scan_inputs
 
 from matrrec_cli.errors import MatrrecError, UsageError
 from matrrec_cli.models import mamba as mamba_mod
@@ -65,19 +66,6 @@ def small_block(dtype: torch.dtype = torch.float32, dt_bias_shift: float = 0.0, 
         m.A_log += 0.3 * torch.randn_like(m.A_log)  # random A, not only the S4D init
         m.D.normal_()
     return m.to(dtype)
-
-
-def scan_inputs(n_b: int, L: int, d: int, n: int, dtype: torch.dtype, dt_shift: float = 0.0):
-    g = torch.Generator().manual_seed(1)
-    return {
-        "u": torch.randn(n_b, L, d, generator=g, dtype=dtype),
-        "delta": torch.randn(n_b, L, d, generator=g, dtype=dtype) + dt_shift,
-        "A": -torch.exp(torch.randn(d, n, generator=g, dtype=dtype)),
-        "B": torch.randn(n_b, L, n, generator=g, dtype=dtype),
-        "C": torch.randn(n_b, L, n, generator=g, dtype=dtype),
-        "D": torch.randn(d, generator=g, dtype=dtype),
-        "z": torch.randn(n_b, L, d, generator=g, dtype=dtype),
-    }
 
 
 # --- parameters and init --------------------------------------------------------------------

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 pytest.importorskip("numba")
 
+from helpers import scan_inputs
+
 from matrrec_cli.errors import UsageError
 from matrrec_cli.models import make_config
 from matrrec_cli.models import mamba as mamba_mod
@@ -27,17 +29,7 @@ NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 def inputs(n_b: int, L: int, d: int, n: int, dtype: torch.dtype, dt_shift: float = 0.0,
            seed: int = 1) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "u": torch.randn(n_b, L, d, generator=g, dtype=dtype),
-        "delta": torch.randn(n_b, L, d, generator=g, dtype=dtype) + dt_shift,
-        "A": -torch.exp(torch.randn(d, n, generator=g, dtype=dtype)),
-        "B": torch.randn(n_b, L, n, generator=g, dtype=dtype),
-        "C": torch.randn(n_b, L, n, generator=g, dtype=dtype),
-        "D": torch.randn(d, generator=g, dtype=dtype),
-        "z": torch.randn(n_b, L, d, generator=g, dtype=dtype),
-        "delta_bias": torch.randn(d, generator=g, dtype=dtype),
-    }
+    return scan_inputs(n_b, L, d, n, dtype, dt_shift, seed=seed, delta_bias=True)
 
 
 def reference(inp: dict[str, torch.Tensor], softplus: bool, lengths: torch.Tensor | None

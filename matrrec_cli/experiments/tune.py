@@ -184,7 +184,8 @@ def study(*, name: str, storage: str, sampler: str, prune: bool, seed: int) -> A
         raise UsageError(f"--sampler must be tpe or grid, not {sampler!r}")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if prune else \
         optuna.pruners.NopPruner()
-    for attempt in range(5):
+    attempts = 5
+    for attempt in range(1, attempts + 1):
         try:
             return optuna.create_study(study_name=name, storage=storage, sampler=chosen,
                                        pruner=pruner, direction="maximize", load_if_exists=True)
@@ -193,12 +194,10 @@ def study(*, name: str, storage: str, sampler: str, prune: bool, seed: int) -> A
         except Exception as exc:  # sqlalchemy's: a busy, unreachable or unusable database
             # Two workers starting together race to create the schema or the study: the loser
             # finds it made a moment later, so it tries again before giving up.
-            if attempt == 4:
-                raise MatrrecError(f"--storage {storage}: cannot open the study "
-                                   f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
-                                   ) from None
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+            last = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            if attempt < attempts:
+                time.sleep(0.5 * attempt)
+    raise MatrrecError(f"--storage {storage}: cannot open the study ({last})")
 
 
 class PruningReporter(Reporter):

@@ -477,23 +477,31 @@ def _backward_pair(u, dt, At, Bm, Cm, Dv, z, lengths, has_d, has_z, chunk, n_gro
             g_D_b[j] = g_d[j]
 
 
+@_jit_serial
+def _conv_pre(x, wT, bias, b, t, acc):
+    """acc[d] = bias[d] + Σ_j wT[j, d] x[b, t - k + 1 + j, d]: row b's pre-activation at step
+    t, which the forward computes once and the backward again (it keeps no (L, Din) buffer)."""
+    n_d = acc.shape[0]
+    k = wT.shape[0]
+    for d in range(n_d):
+        acc[d] = bias[d]
+    for j in range(max(0, k - 1 - t), k):
+        x_s = x[b, t - k + 1 + j, :n_d]
+        w_j = wT[j]
+        for d in range(n_d):
+            acc[d] += w_j[d] * x_s[d]
+
+
 @_jit
 def _conv_forward_kernel(x, wT, bias, out):
     """out[b, t, d] = SiLU(bias[d] + Σ_j wT[j, d] x[b, t - k + 1 + j, d]): the block's causal
     depthwise conv1d and its SiLU. x, out: (B, L, Din); wT: (k, Din); bias: (Din,)."""
     n_b, L, n_d = out.shape
-    k = wT.shape[0]
     one = out.dtype.type(1.0)
     for b in prange(n_b):
         acc = np.empty(n_d, dtype=out.dtype)
         for t in range(L):
-            for d in range(n_d):
-                acc[d] = bias[d]
-            for j in range(max(0, k - 1 - t), k):
-                x_s = x[b, t - k + 1 + j, :n_d]
-                w_j = wT[j]
-                for d in range(n_d):
-                    acc[d] += w_j[d] * x_s[d]
+            _conv_pre(x, wT, bias, b, t, acc)
             out_t = out[b, t]
             for d in range(n_d):
                 out_t[d] = acc[d] / (one + _vexp(-acc[d]))
@@ -522,13 +530,7 @@ def _conv_backward_kernel(x, wT, bias, g_out, g_x, g_w, g_bias):
             for d in range(n_d):
                 g_x_t[d] = 0.0
         for t in range(L - 1, -1, -1):
-            for d in range(n_d):
-                acc[d] = bias[d]
-            for j in range(max(0, k - 1 - t), k):
-                x_s = x[b, t - k + 1 + j, :n_d]
-                w_j = wT[j]
-                for d in range(n_d):
-                    acc[d] += w_j[d] * x_s[d]
+            _conv_pre(x, wT, bias, b, t, acc)
             g_t = g_out[b, t]
             for d in range(n_d):  # torch's silu_backward
                 sg = one / (one + _vexp(-acc[d]))

@@ -169,15 +169,12 @@ def fit(
                 def where(e: int = epoch, b: int = i) -> str:  # only called on a bad loss
                     return (f"at epoch {e + 1}, batch {b + 1}; the last good checkpoint is "
                             f"{last_path if e else 'none'}")
-                if ranks.size == 1:
-                    batch = make_batch(data, train.take(idx), objective=cfg.objective,
-                                       trim=cfg.bucket_by_length).to(device)
-                    loss_value = train_step(model, optimizer, batch, where=where)
-                else:  # this rank's shard of the global batch, the gradient of all of it
-                    part = distributed.shard(idx, ranks.rank, ranks.size)
-                    batch = make_batch(data, train.take(part), objective=cfg.objective,
-                                       trim=cfg.bucket_by_length).to(device) if len(part) else None
-                    loss_value = distributed.train_step(model, optimizer, batch, where=where)
+                # on several ranks: this rank's shard (maybe empty), the gradient of all of it
+                part = idx if ranks.size == 1 else distributed.shard(idx, ranks.rank, ranks.size)
+                batch = make_batch(data, train.take(part), objective=cfg.objective,
+                                   trim=cfg.bucket_by_length).to(device) if len(part) else None
+                step = train_step if ranks.size == 1 else distributed.train_step
+                loss_value = step(model, optimizer, batch, where=where)
                 total += loss_value
                 reporter.batch(loss=loss_value)
             valid = evaluate_split(model, data, cfg, split="valid", device=device)
