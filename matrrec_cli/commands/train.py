@@ -32,7 +32,7 @@ from matrrec_cli.commands.tables import (
     show,
 )
 from matrrec_cli.errors import MatrrecError, UsageError
-from matrrec_cli.train.config import RunOptions, settable_help
+from matrrec_cli.train.config import RunOptions, flat, settable_help
 
 
 def _show_config(cfg: Any) -> None:
@@ -43,10 +43,8 @@ def _show_config(cfg: Any) -> None:
     table = Table(title=f"{cfg.model} on {cfg.dataset} (config {cfg.config_hash()})")
     for col in ("key", "value", "source"):
         table.add_column(col)
-    flat = {k: v for k, v in cfg.to_dict().items()
-            if k not in ("model_config", "sources", "config_hash")}
-    flat.update({f"model.{k}": v for k, v in cfg.model_config.items()})
-    for key, value in flat.items():
+    values = flat(cfg.to_dict())
+    for key, value in values.items():
         source = cfg.sources.get(key, "default")
         table.add_row(key, str(value), source, style=None if source == "default" else "bold")
     show(table, console=Console(stderr=True))

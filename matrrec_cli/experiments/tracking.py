@@ -27,6 +27,7 @@ from typing import Any
 
 from matrrec_cli.errors import UsageError, warn
 from matrrec_cli.train import runs
+from matrrec_cli.train.config import flat
 
 TRACKERS = ("none", "mlflow", "tensorboard")
 # checkpoints, and any file above 1 MiB, stay in the run directory only
@@ -40,12 +41,6 @@ def tracker(track: str | None) -> str:
     if track not in TRACKERS:
         raise UsageError(f"--track must be one of {', '.join(TRACKERS)}, not {track!r}")
     return track
-
-
-def _flat(cfg: dict[str, Any]) -> dict[str, Any]:
-    flat = {k: v for k, v in cfg.items() if k not in ("model_config", "sources")}
-    flat.update({f"model.{k}": v for k, v in cfg.get("model_config", {}).items()})
-    return flat
 
 
 def _epochs(run_dir: Path) -> list[dict[str, Any]]:
@@ -116,7 +111,7 @@ def _mlflow_fill(client: Any, rid: str, run_dir: Path, cfg: dict[str, Any],
                  metrics: dict[str, Any]) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
-    params = [Param(k, str(v)[:6000]) for k, v in _flat(cfg).items()]
+    params = [Param(k, str(v)[:6000]) for k, v in flat(cfg).items()]
     steps = []
     for record in _epochs(run_dir):
         t, step = 0, int(record["epoch"])
@@ -150,6 +145,6 @@ def _tensorboard(run_dir: Path) -> None:
             for k, v in record["valid"].items():
                 writer.add_scalar(f"valid/{k}", v, record["epoch"])
         writer.add_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                            for k, v in _flat(cfg).items() if v is not None},
+                            for k, v in flat(cfg).items() if v is not None},
                            {f"test/{k}": v for k, v in metrics["test_full"].items()},
                            run_name=".")

@@ -143,6 +143,14 @@ NON_SEMANTIC = tuple(f.name for f in dataclasses.fields(TrainConfig)
 NEUTRAL = tuple(name for name, f in KNOBS.items() if not f.metadata["departs"])
 
 
+def flat(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A config record (TrainConfig.to_dict or a run's config.json) as one level of keys, the
+    model's settings as `model.<key>`: the keys `sources` uses."""
+    out = {k: v for k, v in cfg.items() if k not in ("model_config", "sources", "config_hash")}
+    out.update({f"model.{k}": v for k, v in cfg.get("model_config", {}).items()})
+    return out
+
+
 def settable_help() -> str:
     """The `--set` trainer keys with their defaults, for help and error messages."""
     return "; ".join(f"{n} ({TRAINER_DEFAULTS[n]!r}: {KNOBS[n].metadata['help']})"
