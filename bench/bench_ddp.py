@@ -57,10 +57,11 @@ def _steps(rank: int, world: int, args: argparse.Namespace, port: int, out: dict
     for idx in batches:
         t0 = time.perf_counter()
         if world == 1:
-            train_step(model, optimizer, make_batch(data, data.train.take(idx)))
+            train_step(model, optimizer, make_batch(data, data.train.take(idx), split="train"))
         else:
             part = distributed.shard(idx, rank, world)
-            distributed.train_step(model, optimizer, make_batch(data, data.train.take(part)))
+            distributed.train_step(model, optimizer,
+                                   make_batch(data, data.train.take(part), split="train"))
         times.append(time.perf_counter() - t0)
     if rank == 0:
         out[key] = statistics.median(times[args.warmup:])

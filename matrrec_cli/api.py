@@ -138,7 +138,7 @@ class Run:
         """Give a count model the counts known before the scored items (no-op when trained)."""
         if self.model.trainable or self._fitted == split:
             return
-        seqs = self.data.seqs
+        seqs = self.data.sequences(split or "test")  # the order the run used (shuffle test)
         if split is None:  # everything known: pad each user past the slots held out at test
             cfg = self.model.config
             pad = held_out(cfg, "test") if hasattr(cfg, "test_counts_valid_item") else 1
@@ -187,7 +187,7 @@ class Run:
         if k is not None and k < 1:
             raise UsageError(f"k must be at least 1, not {k}")
         users = self._internal_users(user_ids)
-        seqs = self.data.seqs
+        seqs = self.data.sequences(split or "test")
         if split is None:
             row = np.searchsorted(seqs.users, users)  # every user in the map has a sequence
             lo, hi = seqs.offsets[row], seqs.offsets[row + 1]
@@ -215,28 +215,28 @@ class Run:
                 target = None
             else:  # the batch evaluation builds, so the scores are evaluation's
                 part = samples.take(idx)
-                batch = make_batch(self.data, part)
+                batch = make_batch(self.data, part, split=split)
                 scores = self._scores(batch.item_seq, batch.lengths)
                 target = batch.target.to(self.device)
-            self._mask(scores, lo[idx], b[idx], part, include_history)
+            self._mask(scores, lo[idx], b[idx], part, include_history, split)
             frames.append(self._top(scores, users[idx], k, target))
         out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             {"user": [], "rank": [], "item": [], "score": []})
         return out.astype({"rank": "int64", "score": "float64"})
 
     def _mask(self, scores: torch.Tensor, lo: np.ndarray, b: np.ndarray, part: Any,
-              include_history: bool) -> None:
+              include_history: bool, split: Split | None) -> None:
         """Set the scores of the items not to list to -inf, in place: each row's history
         items[lo:b] (the whole of it), or what the run's evaluation masked (see module doc)."""
         if include_history and not self.config.mask_history:
             return  # history items stay rankable, as in evaluation
         if include_history and part is not None:
             # evaluation masked the history but kept the held-out item: do the same
-            r, item = history_mask_indices(self.data, part)
+            r, item = history_mask_indices(self.data, part, split=split)
         else:
             r = np.repeat(np.arange(len(lo)), b - lo)
             pos = np.concatenate([np.arange(i, j) for i, j in zip(lo, b, strict=True)])
-            item = self.data.seqs.items[pos.astype(np.int64)]
+            item = self.data.sequences(split or "test").items[pos.astype(np.int64)]
         scores[torch.from_numpy(r).to(scores.device),
                torch.from_numpy(item.astype(np.int64)).to(scores.device)] = -torch.inf
 

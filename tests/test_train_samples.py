@@ -29,7 +29,7 @@ def _reference_prefix(seqs: dict[int, list[int]], L: int):
 
 
 def _rows(data, samples, objective="prefix"):
-    b = make_batch(data, samples, objective=objective)
+    b = make_batch(data, samples, split="train", objective=objective)
     seq, lengths = b.item_seq.numpy(), b.lengths.numpy()
     out = []
     for i in range(len(samples)):
@@ -55,7 +55,7 @@ def test_split_sizes_and_test_history_contains_valid_item() -> None:
     df = synthetic_interactions(n_users=25, min_len=5)
     data = split(build_sequences(df), max_len=50)
     assert len(data.train) == len(df) - 3 * 25  # protocol §2.7: inter - 3 users
-    v, t = make_batch(data, data.valid), make_batch(data, data.test)
+    v, t = make_batch(data, data.valid, split="valid"), make_batch(data, data.test, split="test")
     last = t.item_seq[np.arange(25), t.lengths - 1]
     assert (last == v.target).all()
 
@@ -68,7 +68,7 @@ def test_all_objective_covers_each_train_pair_once(L: int) -> None:
     seqs = build_sequences(df)
     data = split(seqs, max_len=L, objective="all")
     prefix = split(seqs, max_len=L, objective="prefix")
-    b = make_batch(data, data.train, objective="all")
+    b = make_batch(data, data.train, split="train", objective="all")
     seen = []
     for i in range(len(data.train)):
         n = int(b.lengths[i])
@@ -106,10 +106,10 @@ def test_short_users_are_dropped_and_empty_is_an_error() -> None:
 def test_history_mask_covers_full_history_but_not_the_target() -> None:
     df = pd.DataFrame({"user": 1, "item": [4, 5, 4, 6, 7, 8], "timestamp": range(6)})
     data = split(build_sequences(df), max_len=2)
-    row, item = history_mask_indices(data, data.test)  # target 8, history 4 5 4 6 7
+    row, item = history_mask_indices(data, data.test, split="test")  # target 8, history 4 5 4 6 7
     assert sorted(set(item.tolist())) == [4, 5, 6, 7]
     assert (row == 0).all()
     df2 = pd.DataFrame({"user": 1, "item": [4, 5, 6, 4], "timestamp": range(4)})
     d2 = split(build_sequences(df2), max_len=2)
-    _, item2 = history_mask_indices(d2, d2.test)  # the target 4 was seen: it stays rankable
+    _, item2 = history_mask_indices(d2, d2.test, split="test")  # the target 4 was seen: it stays rankable
     assert 4 not in item2.tolist()

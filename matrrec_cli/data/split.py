@@ -10,6 +10,11 @@ Leave-one-out split of a user with items s_1..s_n:
 so the test history contains the valid item. Users with fewer than MIN_ITEMS (3) items cannot be
 split and are left out (never the case on 5-core data).
 
+Shuffle test (`shuffle_history`, Klenitskiy et al., RecSys 2024): every user's items before the
+valid target are put in a seeded random order for training and validation, and the test history is
+that order with the valid item inserted at a random place; the two targets stay where they are. A
+model that scores as well on shuffled histories does not use their order.
+
 Objective "all" (one row per window instead of one per target): a row is inputs items[a:b] and
 targets items[a+1:b+1], i.e. the next item at every position. A user whose train targets do not
 fit in one row of L positions gets several rows: windows of L targets tiled backwards from the most
@@ -101,6 +106,11 @@ class SplitData:
     max_len: int
     objective: str
     dropped_users: int  # users with < 3 items, left out
+    test_seqs: Sequences | None = None  # shuffle test: the test histories' own order
+
+    def sequences(self, split: str) -> Sequences:
+        """The items the samples of `split` (train, valid or test) index."""
+        return self.test_seqs if split == "test" and self.test_seqs is not None else self.seqs
 
 
 def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,8 +122,33 @@ def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return pos.astype(np.int64), row
 
 
-def split(seqs: Sequences, *, max_len: int, objective: str = "prefix") -> SplitData:
-    """Leave-one-out samples with most-recent-`max_len` histories (protocol §2.6–2.7)."""
+def shuffle_histories(seqs: Sequences, *, seed: int) -> tuple[Sequences, Sequences]:
+    """The shuffle test's two orders of every user's items, drawn from `seed`: (train and valid,
+    test). The first puts s_1..s_{n-2} in random order before s_{n-1}, s_n; the second inserts
+    s_{n-1} at a uniformly random place among those, so each is a uniform permutation of the
+    history its split sees, and the test history extends the one the model was trained on.
+    Users too short to split keep their order."""
+    lo, hi = seqs.offsets[:-1], seqs.offsets[1:]
+    n_user = hi - lo
+    row = np.repeat(np.arange(len(lo)), n_user)
+    pos = np.arange(len(seqs.items)) - lo[row]  # position within the user
+    n = n_user[row]
+    ok = n >= MIN_ITEMS
+    rng = np.random.default_rng(seed)
+    # keys in [0, 1) shuffle the history; the two targets (keys >= 1) stay last, in order
+    key = np.where(ok & (pos < n - 2), rng.random(len(pos)), pos + 1.0)
+    train = seqs.items[np.lexsort((key, row))]
+    # the valid item goes before the r-th shuffled item, r uniform in 0..n-2 (n-2: stays last)
+    r = np.floor(rng.random(len(lo)) * np.maximum(n_user - 1, 1))[row]
+    tkey = np.where(ok & (pos == n - 2), r - 0.5, pos.astype(np.float64))
+    test = train[np.lexsort((tkey, row))]
+    return (dataclasses.replace(seqs, items=train), dataclasses.replace(seqs, items=test))
+
+
+def split(seqs: Sequences, *, max_len: int, objective: str = "prefix",
+          test_seqs: Sequences | None = None) -> SplitData:
+    """Leave-one-out samples with most-recent-`max_len` histories (protocol §2.6–2.7); the test
+    samples index `test_seqs` where given (the shuffle test), else `seqs`."""
     if max_len < 1:
         raise MatrrecError(f"max_len must be at least 1, not {max_len}")
     if objective not in ("prefix", "all"):
@@ -142,7 +177,7 @@ def split(seqs: Sequences, *, max_len: int, objective: str = "prefix") -> SplitD
         b = b.astype(np.int64)
     train = Samples(a=a, b=b, user=users[row], start=lo[row])
     return SplitData(seqs=seqs, train=train, valid=valid, test=test, max_len=max_len,
-                     objective=objective, dropped_users=int((~ok).sum()))
+                     objective=objective, dropped_users=int((~ok).sum()), test_seqs=test_seqs)
 
 
 def known_positions(offsets: np.ndarray, held_out: int) -> np.ndarray:
@@ -158,10 +193,12 @@ def known_positions(offsets: np.ndarray, held_out: int) -> np.ndarray:
     return np.cumsum(diff[:-1]) > 0
 
 
-def history_mask_indices(data: SplitData, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
+def history_mask_indices(data: SplitData, samples: Samples, *, split: str
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """(row, item) pairs of every item each sample's user saw before its target (full history,
     not only the last L), excluding the target item itself so a repeat stays rankable."""
+    items = data.sequences(split).items
     pos, row = _ranges(samples.start, samples.b)
-    item = data.seqs.items[pos]
-    keep = item != data.seqs.items[samples.b][row]
+    item = items[pos]
+    keep = item != items[samples.b][row]
     return row[keep], item[keep]

@@ -84,10 +84,11 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         for samples in bs:
             if samples is None:
-                model.fit_data(data.seqs.items, data.seqs.offsets, split="test")
+                model.fit_data(data.sequences("test").items, data.seqs.offsets, split="test")
                 model.to(device)
                 continue
-            train_step(model, opt, make_batch(data, samples, trim=cfg.bucket_by_length).to(device))
+            train_step(model, opt, make_batch(data, samples, split="train",
+                                              trim=cfg.bucket_by_length).to(device))
         _sync(device)
         return time.perf_counter() - t0
 

@@ -104,6 +104,9 @@ class TrainConfig:
     # samples.epoch_batches); another batch composition, so another random stream
     bucket_by_length: bool = knob(False, "batches of similar history length, trimmed (speed)",
                                   late=True)
+    # Klenitskiy et al., RecSys 2024: how much of a score comes from the order of histories
+    shuffle_history: bool = knob(False, "the shuffle test: each user's history in a random order "
+                                        "drawn from the seed (targets unchanged)", late=True)
     # --- where it runs: cannot change a number -----------------------------------------------
     device: str = dataclasses.field(default="auto", metadata={"semantic": False})
     data_dir: str = dataclasses.field(default="data", metadata={"semantic": False})

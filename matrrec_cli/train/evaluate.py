@@ -64,11 +64,11 @@ def evaluate(
     batches = [order[lo:lo + step] for lo in range(0, len(samples), step)]
     for idx in distributed.my_batches(batches):  # all of them in one process
         part = samples.take(idx)
-        batch = make_batch(data, part, trim=bucket).to(device)
+        batch = make_batch(data, part, split=split, trim=bucket).to(device)
         scores = model.full_sort_scores(batch.item_seq, batch.lengths).float()  # (B, n_items)
         scores[:, 0] = -torch.inf  # padding is never a candidate
         if mask_history:
-            row, item = history_mask_indices(data, part)
+            row, item = history_mask_indices(data, part, split=split)
             scores[torch.from_numpy(row).to(device), torch.from_numpy(item).to(device)] = -torch.inf
         ranks[idx] = ranks_from_scores(scores, batch.target).cpu().numpy()
     ranks = distributed.gather_ranks(ranks, batches)  # as is in one process

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from matrrec_cli.data.prepared import load_interactions, load_meta
-from matrrec_cli.data.split import SplitData, build_sequences, split
+from matrrec_cli.data.split import SplitData, build_sequences, shuffle_histories, split
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.models import build_model
 from matrrec_cli.train import distributed, runs
@@ -28,8 +28,10 @@ def load_split(cfg: TrainConfig) -> SplitData:
     df = load_interactions(cfg.dataset, cfg.data_dir)
     meta = load_meta(cfg.dataset, cfg.data_dir)
     # the catalogue size comes from the metadata (real items + padding), not from max(item)
-    return split(build_sequences(df, n_items=int(meta["n_items"]) + 1), max_len=cfg.max_len,
-                 objective=cfg.objective)
+    seqs, test_seqs = build_sequences(df, n_items=int(meta["n_items"]) + 1), None
+    if cfg.shuffle_history:
+        seqs, test_seqs = shuffle_histories(seqs, seed=cfg.seed)
+    return split(seqs, max_len=cfg.max_len, objective=cfg.objective, test_seqs=test_seqs)
 
 
 def model_builder(cfg: TrainConfig, n_items: int):
@@ -112,7 +114,7 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
     model = model_builder(cfg, data.seqs.n_items)().to(dev)
     restore(model, load_checkpoint(run_dir / runs.BEST)["model"], run_dir / runs.BEST)
     # count models: the counts known before this split (see pop.py); a no-op for trained ones
-    model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
+    model.fit_data(data.sequences(split_name).items, data.seqs.offsets, split=split_name)
     model.to(dev)
     if batch_size is not None:
         cfg = replace(cfg, eval_batch_size=batch_size)

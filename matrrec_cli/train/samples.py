@@ -21,15 +21,16 @@ def _gather(
     return np.where(valid, items[np.minimum(idx, len(items) - 1)], 0)
 
 
-def make_batch(data: SplitData, samples: Samples, *, objective: str = "prefix",
+def make_batch(data: SplitData, samples: Samples, *, split: str, objective: str = "prefix",
                trim: bool = False) -> SeqBatch:
     """The SeqBatch for `samples`: right-padded (B, W) histories, W = L by default (§2.6).
 
     objective "prefix" (and evaluation) sets `target` = items[b]; "all" sets `targets`, the next
     item at every position of the row (0 past the row's length). `trim` drops the trailing
-    padding columns past trimmed_width, for models that ignore them (bucket_by_length).
+    padding columns past trimmed_width, for models that ignore them (bucket_by_length). `split`
+    names the samples' split (their items differ under the shuffle test).
     """
-    items = data.seqs.items
+    items = data.sequences(split).items
     L = trimmed_width(samples, data.max_len) if trim else data.max_len
     seq = _gather(items, samples.a, samples.b, L)  # (B, W)
     batch = SeqBatch(item_seq=torch.from_numpy(seq),

@@ -171,7 +171,7 @@ def fit(
                             f"{last_path if e else 'none'}")
                 # on several ranks: this rank's shard (maybe empty), the gradient of all of it
                 part = idx if ranks.size == 1 else distributed.shard(idx, ranks.rank, ranks.size)
-                batch = make_batch(data, train.take(part), objective=cfg.objective,
+                batch = make_batch(data, train.take(part), split="train", objective=cfg.objective,
                                    trim=cfg.bucket_by_length).to(device) if len(part) else None
                 step = train_step if ranks.size == 1 else distributed.train_step
                 loss_value = step(model, optimizer, batch, where=where)
@@ -220,7 +220,7 @@ def fit_counts(cfg: TrainConfig, data: SplitData, model: SequentialRecommender, 
     t0 = time.perf_counter()
     results = []
     for split_name in ("valid", "test"):
-        model.fit_data(data.seqs.items, data.seqs.offsets, split=split_name)
+        model.fit_data(data.sequences(split_name).items, data.seqs.offsets, split=split_name)
         model.to(device)
         results.append(evaluate_split(model, data, cfg, split=split_name, device=device))
     main = distributed.world().rank == 0
