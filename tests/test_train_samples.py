@@ -111,5 +111,6 @@ def test_history_mask_covers_full_history_but_not_the_target() -> None:
     assert (row == 0).all()
     df2 = pd.DataFrame({"user": 1, "item": [4, 5, 6, 4], "timestamp": range(4)})
     d2 = split(build_sequences(df2), max_len=2)
-    _, item2 = history_mask_indices(d2, d2.test, split="test")  # the target 4 was seen: it stays rankable
+    # the target 4 was seen: it stays rankable
+    _, item2 = history_mask_indices(d2, d2.test, split="test")
     assert 4 not in item2.tolist()

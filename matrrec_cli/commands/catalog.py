@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from matrrec_cli.commands.tables import JsonOpt, MarkdownOpt, show
+from matrrec_cli.commands.tables import DataDirOpt, JsonOpt, MarkdownOpt, show
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def datasets(
-        data_dir: Annotated[str | None, typer.Option(
-            help="Data directory (default $MATRREC_DATA_DIR or ./data).")] = None,
+        data_dir: DataDirOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False,
     ) -> None:
         """Registered and imported datasets, prepared or not, with the command that prepares each.

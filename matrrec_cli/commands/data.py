@@ -8,11 +8,17 @@ from typing import Annotated, Literal
 
 import typer
 
-from matrrec_cli.commands.tables import JsonOpt, MarkdownOpt, OutputOpt, save_csv, show
+from matrrec_cli.commands.tables import (
+    DataDirOpt,
+    JsonOpt,
+    MarkdownOpt,
+    OutputOpt,
+    ResultsDirOpt,
+    save_csv,
+    show,
+)
 from matrrec_cli.errors import UsageError
 
-DataDir = Annotated[str | None, typer.Option("--data-dir", help="Data directory "
-                                             "(default $MATRREC_DATA_DIR or ./data).")]
 Order = Annotated[Literal["exact", "recbole"], typer.Option(
     "--timestamp-order", help="exact: sort by (user, timestamp, file row); recbole: float32 "
                               "timestamps as RecBole (64-s steps on ML-1M).")]
@@ -29,7 +35,7 @@ def register(app: typer.Typer) -> None:
     def download(
         names: Annotated[list[str] | None, typer.Argument(help="Dataset names.")] = None,
         all_: Annotated[bool, typer.Option("--all", help="Every registered dataset.")] = False,
-        data_dir: DataDir = None,
+        data_dir: DataDirOpt = None,
         from_file: Annotated[Path | None, typer.Option("--from-file", help="Import a dump "
                                                        "fetched by hand (same checks).")] = None,
         timestamp_order: Order = "exact",
@@ -90,7 +96,7 @@ def register(app: typer.Typer) -> None:
         max_len: Annotated[int, typer.Option(help="Default L for training on it.")] = 50,
         dropout: Annotated[float, typer.Option(help="Default dropout for training on it.")]
             = 0.4,
-        data_dir: DataDir = None,
+        data_dir: DataDirOpt = None,
     ) -> None:
         """Import a dataset that is not in datasets.toml; then every command accepts NAME.
 
@@ -119,8 +125,8 @@ def register(app: typer.Typer) -> None:
     def stats(
         dataset: Annotated[list[str] | None, typer.Option("--dataset", help="Dataset (repeat); "
                                                           "default: every prepared one.")] = None,
-        data_dir: DataDir = None,
-        results_dir: Annotated[str | None, typer.Option("--results-dir")] = None,
+        data_dir: DataDirOpt = None,
+        results_dir: ResultsDirOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
     ) -> None:
         """Dataset statistics beside the paper's Table 1; writes results/table1_datasets.csv.

@@ -13,6 +13,7 @@ import typer
 
 from matrrec_cli.commands.tables import (
     ConfigOpt,
+    DataDirOpt,
     DeviceOpt,
     JsonOpt,
     MarkdownOpt,
@@ -20,6 +21,7 @@ from matrrec_cli.commands.tables import (
     OutputOpt,
     Preset,
     PresetOpt,
+    ResultsDirOpt,
     print_json,
     run_options,
     save_csv,
@@ -38,7 +40,6 @@ SeedsOpt = Annotated[str | None, typer.Option(
     help="Seeds: a count K (seed..seed+K-1) or a list 2020,2021 \\[default: one].")]
 SeedOpt = Annotated[int | None, typer.Option(help="First seed for --seeds K \\[default: 2020].")]
 EpochsOpt = Annotated[int | None, typer.Option(help="Maximum epochs \\[default: 300].")]
-DirOpt = Annotated[str | None, typer.Option(help="Directory \\[default: ./data, ./results].")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="key=value for a model or trainer setting (repeatable).")]
 RetrainOpt = Annotated[bool, typer.Option(
@@ -47,7 +48,7 @@ RetrainOpt = Annotated[bool, typer.Option(
 _RAY = "Ray (--executor ray)"
 ExecutorOpt = Annotated[Literal["local", "ray"], typer.Option(
     help="local: one run after another in this process; ray: each run a Ray task on a local "
-         "Ray or the cluster at --address (pip install 'matrrec[ray]').", rich_help_panel=_RAY)]
+         "Ray or the cluster at --address (pip install 'matrrec\\[ray]').", rich_help_panel=_RAY)]
 AddressOpt = Annotated[str | None, typer.Option(
     help="A running Ray cluster, e.g. ray://head:10001 or auto \\[default: $RAY_ADDRESS, else "
          "an embedded local Ray].", rich_help_panel=_RAY)]
@@ -150,7 +151,7 @@ def register(app: typer.Typer) -> None:
         dropout: Annotated[float | None, typer.Option(
             help="Dropout \\[default: datasets.toml].")] = None,
         objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = None,
-        data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
+        data_dir: DataDirOpt = None, results_dir: ResultsDirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         retrain: RetrainOpt = False, finished_only: FinishedOnlyOpt = False,
         config: ConfigOpt = None, track: TrackOpt = None, study: StudyOpt = None,
@@ -227,7 +228,7 @@ def register(app: typer.Typer) -> None:
         dropout: Annotated[float | None, typer.Option(
             help="Fixed dropout for a max-len sweep.")] = None,
         objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = None,
-        data_dir: DirOpt = None, results_dir: DirOpt = None, set_: SetOpt = None,
+        data_dir: DataDirOpt = None, results_dir: ResultsDirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         retrain: RetrainOpt = False, config: ConfigOpt = None,
         track: TrackOpt = None, study: StudyOpt = None,
@@ -297,8 +298,8 @@ def register(app: typer.Typer) -> None:
         preset: Annotated[Preset | None, typer.Option(
             help="paper or recbole \\[default: paper].")] = None,
         set_: SetOpt = None, config: ConfigOpt = None,
-        data_dir: DirOpt = None, results_dir: DirOpt = None, markdown: MarkdownOpt = False,
-        json_out: JsonOpt = False,
+        data_dir: DataDirOpt = None, results_dir: ResultsDirOpt = None,
+        markdown: MarkdownOpt = False, json_out: JsonOpt = False,
         executor: ExecutorOpt = "local", address: AddressOpt = None,
         cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
     ) -> None:

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from matrrec_cli.commands.tables import JsonOpt, MarkdownOpt, OutputOpt, print_json, save_csv, show
+from matrrec_cli.commands.tables import (
+    JsonOpt,
+    MarkdownOpt,
+    OutputOpt,
+    ResultsDirOpt,
+    print_json,
+    save_csv,
+    show,
+)
 
 report_app = typer.Typer(help="Paper tables from the run records under results/runs.",
                          no_args_is_help=True)
@@ -21,7 +29,6 @@ CappedOpt = Annotated[bool, typer.Option(
                              "runs; left out by default).")]
 DatasetsOpt = Annotated[list[str] | None, typer.Option(
     "--dataset", help="Only these datasets (repeatable) \\[default: all with runs].")]
-ResultsOpt = Annotated[str | None, typer.Option(help="Results directory.")]
 
 
 def _selection(tag: list[str] | None, include_capped: bool):  # -> report.Selection
@@ -32,7 +39,7 @@ def _selection(tag: list[str] | None, include_capped: bool):  # -> report.Select
 
 @report_app.command("table2")
 def table2(
-    dataset: DatasetsOpt = None, results_dir: ResultsOpt = None, tag: TagOpt = None,
+    dataset: DatasetsOpt = None, results_dir: ResultsDirOpt = None, tag: TagOpt = None,
     include_capped: CappedOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -122,7 +129,7 @@ def _marks(rdir: Path, datasets: list[str] | None, selection) -> dict | None:
 
 @report_app.command("significance")
 def significance(
-    dataset: DatasetsOpt = None, results_dir: ResultsOpt = None, tag: TagOpt = None,
+    dataset: DatasetsOpt = None, results_dir: ResultsDirOpt = None, tag: TagOpt = None,
     include_capped: CappedOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -158,34 +165,58 @@ def significance(
 @report_app.command("breakdown")
 def breakdown(
     dataset: Annotated[str, typer.Option(help="Dataset with finished runs.")],
-    results_dir: ResultsOpt = None, tag: TagOpt = None, include_capped: CappedOpt = False,
+    results_dir: ResultsDirOpt = None, tag: TagOpt = None, include_capped: CappedOpt = False,
     output: OutputOpt = None, markdown: MarkdownOpt = False, json_out: JsonOpt = False,
     data_dir: Annotated[str | None, typer.Option(
         help="Data directory \\[default: the runs'].")] = None,
 ) -> None:
-    """Cold-start breakdown: test Recall@10/NDCG@10 by history length and target popularity.
+    """Cold-start breakdown: test NDCG@10, Recall@5/10 by history length and target popularity.
 
-    For every model with finished runs on the dataset (the runs Table 2 uses). Writes
-    results/breakdown_<dataset>.csv and .png (or --output and the PNG beside it).
+    For every model with finished runs on the dataset (the runs Table 2 uses): mean ± std over
+    seeds per bucket; history length in up to 4 equal-count buckets of at least 50 users,
+    target popularity in quintiles. Then MaTrRec against each model per history-length
+    bucket (NDCG@10 gain, Wilcoxon over users, Benjamini-Hochberg across buckets) and claim
+    2's verdict (as matrrec report claims computes it). Writes results/breakdown_<dataset>.csv
+    and .png, and the tests to results/breakdown_tests_<dataset>.csv (or --output, the PNG and
+    <name>_tests.csv beside it). --json prints the rows of the per-bucket table.
 
-    Example: matrrec report breakdown --dataset ml-100k
+    Example: matrrec report breakdown --dataset musical
     """
     from rich.console import Console
     from rich.table import Table
 
     from matrrec_cli.experiments import breakdown as bd
+    from matrrec_cli.experiments import claims as cl
+    from matrrec_cli.experiments.table2 import chosen_runs
     from matrrec_cli.paths import results_dir as results_path
 
     rdir = results_path(results_dir)
-    df = bd.breakdown(rdir, dataset, data_dir, _selection(tag, include_capped))
+    per_user = bd.load(rdir, dataset, data_dir, _selection(tag, include_capped))
+    df = bd.breakdown_table(per_user)
+    tests = bd.bucket_tests(per_user)
     csv = save_csv(df, rdir / f"breakdown_{dataset}.csv", output, key=["dataset"])
     png = csv.with_suffix(".png")
     bd.plot(df, png)
+    if not tests.empty:
+        save_csv(tests, rdir / f"breakdown_tests_{dataset}.csv",
+                 None if output is None else output.with_name(f"{output.stem}_tests.csv"),
+                 key=["dataset"])
     console = Console(stderr=json_out)
-    for by in ("history_length", "target_popularity"):
+
+    def say(text: str) -> None:  # plain lines: on stdout beside Markdown, else the console's
+        if markdown and not json_out:
+            print(text)
+        else:
+            console.print(text, markup=False, highlight=False)
+
+    seeds = ", ".join(f"{m} {len(runs)}" for m, runs in
+                      ((m, per_user.chosen[(dataset, m)]) for m in per_user.ranks))
+    for by in bd.BYS:
         sub = df[df["by"] == by]
         models = list(dict.fromkeys(sub["model"]))
-        table = Table(title=f"{dataset}: test NDCG@10 / Recall@10 by {by.replace('_', ' ')}")
+        table = Table(title=f"{dataset}: test NDCG@10 ± std / Recall@5 / Recall@10 by "
+                            f"{by.replace('_', ' ')} (mean over seeds, std of NDCG@10 over "
+                            f"seeds; seeds: {seeds})")
         table.add_column("bucket")
         table.add_column("users", justify="right")
         for m in models:
@@ -193,11 +224,44 @@ def breakdown(
         for bucket in dict.fromkeys(sub["bucket"]):
             cells = sub[sub["bucket"] == bucket].set_index("model")
             best = cells["ndcg@10"].max()
-            table.add_row(bucket, str(int(cells["n_users"].iloc[0])), *(
-                ("[bold]" if cells.loc[m, "ndcg@10"] == best else "[not bold]")
-                + f"{cells.loc[m, 'ndcg@10']:.4f} / {cells.loc[m, 'recall@10']:.4f}[/]"
-                for m in models))
+
+            def cell(m: str, cells=cells, best=best) -> str:
+                c = cells.loc[m]
+                std = "" if c["ndcg@10_std"] != c["ndcg@10_std"] else f" ± {c['ndcg@10_std']:.4f}"
+                return (("[bold]" if c["ndcg@10"] == best else "[not bold]")
+                        + f"{c['ndcg@10']:.4f}{std} / {c['recall@5']:.4f} / "
+                        f"{c['recall@10']:.4f}[/]")
+            table.add_row(bucket, str(int(cells["n_users"].iloc[0])), *map(cell, models))
         show(table, markdown=markdown, console=console)
+    if tests.empty:
+        say(f"No paired tests: no {bd.OURS} runs with per-user ranks on {dataset} (matrrec "
+            f"train --dataset {dataset} --model {bd.OURS} --seeds {cl.SEEDS}).")
+    else:
+        table = Table(title=f"{dataset}: {bd.OURS} vs each model per history-length bucket "
+                            "(NDCG@10, mean over seeds; Wilcoxon on per-user NDCG@10 averaged "
+                            "over seeds, Benjamini-Hochberg across the buckets of each model; "
+                            f"significant: p_bh < {bd.ALPHA})")
+        for col in ("vs", "bucket", "users", bd.OURS, "baseline", "gain", "p", "p_bh",
+                    "significant"):
+            table.add_column(col, justify="left" if col in ("vs", "bucket") else "right")
+        previous = None
+        for _, r in tests.iterrows():
+            gain = r["gain_pct"]
+            table.add_row(r["model"] if r["model"] != previous else "", r["bucket"],
+                          str(int(r["n_users"])), f"{r['ours']:.4f}", f"{r['base']:.4f}",
+                          "-" if gain != gain else f"{gain:+.1f}%", f"{r['p']:.2g}",
+                          f"{r['p_bh']:.2g}", "[bold]yes[/]" if r["significant"] else "no")
+            previous = r["model"]
+        show(table, markdown=markdown, console=console)
+    # claim 2's verdict as `report claims` gives it: the untagged MaTrRec column of Table 2
+    chosen = per_user.chosen if not tag else chosen_runs(
+        rdir, [dataset], selection=_selection(None, include_capped))
+    verdict = cl.claim2(dataset, chosen, data_dir)[0]
+    say(f"Claim 2 (MaTrRec's gain over Mamba4Rec and SASRec is largest for the shortest "
+        f"histories): {verdict.verdict}")
+    say(f"  {verdict.evidence}")
+    for command in verdict.commands:
+        say(f"  to make the missing runs: {command}")
     if json_out:
         print_json(df)
     print(f"written {png}", file=sys.stderr)
@@ -205,7 +269,7 @@ def breakdown(
 
 @report_app.command("claims")
 def claims(
-    dataset: DatasetsOpt = None, results_dir: ResultsOpt = None,
+    dataset: DatasetsOpt = None, results_dir: ResultsDirOpt = None,
     include_capped: CappedOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
     json_out: JsonOpt = False,
     data_dir: Annotated[str | None, typer.Option(
@@ -268,9 +332,60 @@ def claims(
     save_csv(df, rdir / "claims.csv", output, key=["dataset"])
 
 
+@report_app.command("shuffle")
+def shuffle(
+    dataset: DatasetsOpt = None, results_dir: ResultsDirOpt = None,
+    model: Annotated[list[str] | None, typer.Option(
+        help="Only these models (repeatable) \\[default: matrrec, sasrec, gru4rec, markov].")
+    ] = None,
+    include_capped: CappedOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The shuffle test: test NDCG@10 on ordered vs shuffled histories, per dataset and model.
+
+    Compares runs made with --set shuffle_history=true (each user's history in a random order
+    drawn from the seed, targets unchanged) with the same configuration on ordered data: mean
+    ± std over seeds, the change, Welch's t-test over seeds and a paired Wilcoxon test over
+    users. A change near zero: the model's score does not come from the order of histories.
+    Missing runs are printed as commands. Writes results/shuffle.csv.
+
+    Example: matrrec report shuffle --dataset musical
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from matrrec_cli.experiments import shuffle as sh
+    from matrrec_cli.paths import results_dir as results_path
+
+    rdir = results_path(results_dir)
+    df, todo = sh.shuffle_table(rdir, dataset, model,
+                                selection=_selection(None, include_capped))
+    table = Table(title="The shuffle test: test NDCG@10, ordered vs shuffled histories "
+                        "(mean ± std over seeds)")
+    for col in ("dataset", "model", "ordered", "shuffled", "change", "Welch p", "Wilcoxon p",
+                "departs from the protocol"):
+        table.add_column(col, justify="left" if col in ("dataset", "model") else "right")
+    for _, r in df.iterrows():
+        table.add_row(
+            r["dataset"], r["model"],
+            f"{r['ordered']:.4f} ± {r['ordered_std']:.4f} ({r['ordered_seeds']})",
+            f"{r['shuffled']:.4f} ± {r['shuffled_std']:.4f} ({r['shuffled_seeds']})",
+            "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%",
+            *("-" if r[k] is None or r[k] != r[k] else f"{r[k]:.2g}"
+              for k in ("welch_p", "wilcoxon_p")),
+            r["departures"] or "-")
+    console = Console(stderr=json_out)
+    show(table, markdown=markdown, console=console, json_rows=df if json_out else None)
+    if todo:
+        console.print("\n".join(["", "To make the missing runs:", *(f"  {c}" for c in todo)]),
+                      markup=False, highlight=False)
+    if not df.empty:
+        save_csv(df, rdir / "shuffle.csv", output, key=["dataset"])
+
+
 @report_app.command("runs")
 def runs(
-    dataset: DatasetsOpt = None, results_dir: ResultsOpt = None, tag: TagOpt = None,
+    dataset: DatasetsOpt = None, results_dir: ResultsDirOpt = None, tag: TagOpt = None,
     include_capped: CappedOpt = False, output: OutputOpt = None, markdown: MarkdownOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -85,8 +85,13 @@ def run_options(dataset: str | None, *, model: str | None = None, device: str | 
                       sets=(*file["sets"], *(sets or ())), sources=sources, **{**own, **given})
 
 
+# Rich reads "[word]" in help as markup: brackets meant literally are escaped as "\\["
+DataDirOpt = Annotated[str | None, typer.Option(
+    "--data-dir", help="Data directory \\[default: $MATRREC_DATA_DIR, else ./data].")]
+ResultsDirOpt = Annotated[str | None, typer.Option(
+    "--results-dir", help="Results directory \\[default: $MATRREC_RESULTS_DIR, else ./results].")]
 ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", help="A run file (TOML: dataset, model, [trainer], [model_config]; see "
+    "--config", help="A run file (TOML: dataset, model, \\[trainer], \\[model_config]; see "
                      "configs/); flags override it.")]
 JsonOpt = Annotated[bool, typer.Option(
     "--json", help="Print the table's rows as one JSON list on stdout (the table goes to stderr).")]

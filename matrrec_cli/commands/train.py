@@ -25,9 +25,11 @@ from matrrec_cli.commands.experiments import (
 )
 from matrrec_cli.commands.tables import (
     ConfigOpt,
+    DataDirOpt,
     DeviceOpt,
     ObjectiveOpt,
     PresetOpt,
+    ResultsDirOpt,
     run_options,
     show,
 )
@@ -113,8 +115,7 @@ def register(app: typer.Typer) -> None:
         objective: ObjectiveOpt = None,
         preset: PresetOpt = None,
         device: DeviceOpt = None,
-        data_dir: Annotated[str | None, typer.Option(help="Data directory.")] = None,
-        results_dir: Annotated[str | None, typer.Option(help="Results directory.")] = None,
+        data_dir: DataDirOpt = None, results_dir: ResultsDirOpt = None,
         resume: Annotated[bool, typer.Option(
             help="Continue the newest unfinished run of this configuration.")] = False,
         json_out: Annotated[bool, typer.Option(

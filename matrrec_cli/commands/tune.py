@@ -12,7 +12,6 @@ from matrrec_cli.commands.experiments import (
     AddressOpt,
     CpusPerRunOpt,
     DeviceOpt,
-    DirOpt,
     EpochsOpt,
     ExecutorOpt,
     GpusPerRunOpt,
@@ -30,9 +29,11 @@ from matrrec_cli.commands.experiments import (
 )
 from matrrec_cli.commands.tables import (
     ConfigOpt,
+    DataDirOpt,
     JsonOpt,
     MarkdownOpt,
     OutputOpt,
+    ResultsDirOpt,
     run_options,
     save_csv,
     show,
@@ -75,7 +76,7 @@ def register(app: typer.Typer) -> None:
         seeds: SeedsOpt = None, seed: SeedOpt = None, epochs: EpochsOpt = None,
         final_seeds: Annotated[int, typer.Option(
             help="Seeds of the printed command that reproduces the winner.")] = 5,
-        device: DeviceOpt = None, data_dir: DirOpt = None, results_dir: DirOpt = None,
+        device: DeviceOpt = None, data_dir: DataDirOpt = None, results_dir: ResultsDirOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
         set_: SetOpt = None, retrain: RetrainOpt = False, config: ConfigOpt = None,
         track: TrackOpt = None,

@@ -64,7 +64,12 @@ from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments import paper
 from matrrec_cli.experiments import significance as sig
 from matrrec_cli.experiments.ablation import DEFAULT_LABEL, welch_p
-from matrrec_cli.experiments.breakdown import user_features
+from matrrec_cli.experiments.breakdown import (  # claim 2's buckets: the breakdown's
+    MIN_USERS,
+    N_BUCKETS,  # noqa: F401 - kept importable as claims.N_BUCKETS
+    length_buckets,
+    user_features,
+)
 from matrrec_cli.experiments.significance import ndcg10, test_ranks
 from matrrec_cli.experiments.table2 import MODEL_ORDER, SPEED_KEYS, Selection, chosen_runs
 from matrrec_cli.train.config import DEFAULT, NEUTRAL, NON_SEMANTIC, comparable
@@ -75,7 +80,6 @@ BASELINES = tuple(m for m in MODEL_ORDER if m != OURS)  # the paper's eight
 HOLDS, FAILS, UNSURE, NONE = "holds", "does not hold", "not distinguishable", "no runs"
 ALPHA_TABLE2 = sig.ALPHA  # 0.01: the paper's Table 2 marks
 ALPHA = 0.05  # claims 2-4
-N_BUCKETS, MIN_USERS = 4, 50  # claim 2: quantile buckets of history length, users per bucket
 COLD_VS = ("mamba4rec", "sasrec")
 DROPOUT_CLAIM = {"ml-1m": 0.1}  # every other dataset: 0.4 (the paper's short datasets)
 DROPOUT_SHORT, MAX_LEN_CLAIM, MAX_LEN_BEYOND = 0.4, 50, 70
@@ -238,34 +242,6 @@ def _ours_note(members: list[tuple[Path, dict, dict]]) -> str:
 
 # --- 2: cold start ----------------------------------------------------------------------------
 
-def length_buckets(hist: pd.Series, n: int = N_BUCKETS, min_users: int = MIN_USERS
-                   ) -> tuple[pd.Series, list[str]]:
-    """user -> bucket (0 = shortest histories), and the buckets' labels: equal-count (quantile)
-    buckets of history length, closed at each n-quantile of the users but never inside a
-    length (so a length most users share is a bucket of its own); a bucket under `min_users`
-    joins its neighbour."""
-    counts = hist.value_counts().sort_index()
-    groups: list[list[int]] = [[]]
-    seen = 0
-    for length, count in counts.items():  # close a bucket at each quantile of the users
-        groups[-1].append(int(length))
-        seen += int(count)
-        if seen >= len(groups) * len(hist) / n and seen < len(hist):
-            groups.append([])
-    merged: list[list[int]] = []
-    for g in (g for g in groups if g):  # a bucket under min_users joins the next one
-        if merged and int(counts[merged[-1]].sum()) < min_users:
-            merged[-1] += g
-        else:
-            merged.append(g)
-    if len(merged) > 1 and int(counts[merged[-1]].sum()) < min_users:  # the last: the previous
-        merged[-2] += merged.pop()
-    groups = merged
-    mapping = {length: i for i, g in enumerate(groups) for length in g}
-    labels = [f"{g[0]}" if len(g) == 1 else f"{g[0]}-{g[-1]}" for g in groups]
-    return hist.map(mapping).astype(int), labels
-
-
 def _wilcoxon(a: np.ndarray, b: np.ndarray) -> float:
     from scipy import stats
 
@@ -422,6 +398,7 @@ def _departures(cfg: dict[str, Any], ignore: tuple[str, ...]) -> list[str]:
 class Family:
     points: dict[Any, list[float]]  # value -> per-seed test NDCG@10
     departures: list[str]
+    runs: dict[Any, list[Path]] = dataclasses.field(default_factory=dict)  # in seed order
 
 
 def families(runs: list[tuple[Path, dict, dict]], vary: Vary) -> list[Family]:
@@ -435,9 +412,11 @@ def families(runs: list[tuple[Path, dict, dict]], vary: Vary) -> list[Family]:
     ranked = []
     for by_value in groups.values():
         members = [m for seeds in by_value.values() for m in seeds.values()]
-        fam = Family({v: [m["test"]["ndcg@10"] for _, _, m in sorted(
-            seeds.values(), key=lambda x: x[1]["seed"])] for v, seeds in by_value.items()},
-            _departures(members[0][1], (*vary.top, *vary.model_keys)))
+        in_order = {v: sorted(seeds.values(), key=lambda x: x[1]["seed"])
+                    for v, seeds in by_value.items()}
+        fam = Family({v: [m["test"]["ndcg@10"] for _, _, m in ms] for v, ms in in_order.items()},
+                     _departures(members[0][1], (*vary.top, *vary.model_keys)),
+                     {v: [r for r, _, _ in ms] for v, ms in in_order.items()})
         ranked.append(((len(fam.departures), -len(fam.points), -len(members),
                         min(r.name for r, _, _ in members)), fam))
     return [fam for _, fam in sorted(ranked, key=lambda x: x[0])]

@@ -1,0 +1,99 @@
+"""The shuffle test (Klenitskiy et al., RecSys 2024, "Does it look sequential?"): how much of a
+model's score comes from the order of the users' histories.
+
+A model trained and evaluated with `--set shuffle_history=true` sees every history in a random
+order drawn from its seed (data/split.py: shuffle_histories; the targets stay where they are).
+For each dataset and model this compares those runs with the same configuration on ordered
+data: test NDCG@10 mean ± std over seeds, the relative change, Welch's t-test over the per-seed
+values (as ablate does) and a paired Wilcoxon test on per-user NDCG@10 averaged over seeds. A
+change near zero says the score does not come from order: on such data no story about which
+architecture models order better (claim 2's "Mamba for long order, attention for short") can be
+told from the scores.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pandas as pd
+
+from matrrec_cli.errors import MatrrecError
+from matrrec_cli.experiments.ablation import welch_p
+from matrrec_cli.experiments.claims import Vary, families
+from matrrec_cli.experiments.significance import ndcg10, test_ranks
+from matrrec_cli.experiments.table2 import Selection
+from matrrec_cli.train.runs import finished_runs
+
+KEY = "shuffle_history"
+MODELS = ("matrrec", "sasrec", "gru4rec", "markov")  # the issue's four: attention, RNN, counts
+SEEDS = 3  # what the printed commands ask for: the permutation differs per seed
+ALPHA = 0.05
+_VARY = Vary(KEY, (KEY,), (), lambda c: bool(c.get(KEY, False)))
+
+
+def _per_user(runs: list[Path]) -> pd.Series:
+    """user -> test NDCG@10 averaged over the runs (seeds)."""
+    ranks = pd.concat([test_ranks(r) for r in runs], axis=1)
+    return pd.Series(ndcg10(ranks.to_numpy(dtype=float)).mean(axis=1), index=ranks.index)
+
+
+def _wilcoxon(a: pd.Series, b: pd.Series) -> float | None:
+    from scipy import stats
+
+    users = a.index.intersection(b.index)
+    diff = (a.loc[users] - b.loc[users]).to_numpy()
+    if len(users) == 0 or (diff == 0).all():
+        return None
+    return float(stats.wilcoxon(diff).pvalue)
+
+
+def command(dataset: str, model: str, *, shuffled: bool) -> str:
+    return (f"matrrec train --dataset {dataset} --model {model} --seeds {SEEDS}"
+            + (f" --set {KEY}=true" if shuffled else ""))
+
+
+def shuffle_table(results_dir: str | Path, datasets: list[str] | None = None,
+                  models: list[str] | None = None, *, selection: Selection | None = None
+                  ) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (dataset, model): ordered and shuffled test NDCG@10 over seeds, the change
+    and its tests, from the family of otherwise-equal runs closest to the protocol that has
+    both; and the commands that make the missing runs."""
+    selection = selection or Selection()
+    runs = [(r, c, m) for r, c, m in finished_runs(results_dir)
+            if "ndcg@10" in m.get("test", {}) and selection.admits(c, m) is None
+            and not c.get("tag")]
+    datasets = list(dict.fromkeys(datasets or sorted({c["dataset"] for _, c, _ in runs})))
+    if not datasets:
+        raise MatrrecError(f"no finished runs under {Path(results_dir) / 'runs'}; give "
+                           "--dataset NAME to see the commands that make them")
+    rows, todo = [], []
+    for ds in datasets:
+        for model in models or MODELS:
+            mine = [x for x in runs if x[1]["dataset"] == ds and x[1]["model"] == model]
+            both = [f for f in families(mine, _VARY) if True in f.points and False in f.points]
+            if not both:
+                have = {v for f in families(mine, _VARY) for v in f.points}
+                todo += [command(ds, model, shuffled=s) for s in (False, True) if s not in have]
+                continue
+            fam = both[0]
+            ordered, shuffled = fam.points[False], fam.points[True]
+            mo, ms = statistics.fmean(ordered), statistics.fmean(shuffled)
+            try:
+                p_user = _wilcoxon(_per_user(fam.runs[True]), _per_user(fam.runs[False]))
+            except MatrrecError:  # a run without ranks: the seed-level test still stands
+                p_user = None
+            p_seed = welch_p(shuffled, ordered)
+            rows.append({
+                "dataset": ds, "model": model,
+                "ordered": mo, "ordered_std": _std(ordered), "ordered_seeds": len(ordered),
+                "shuffled": ms, "shuffled_std": _std(shuffled), "shuffled_seeds": len(shuffled),
+                "change_pct": 100 * (ms - mo) / mo if mo else None,
+                "welch_p": p_seed, "wilcoxon_p": p_user,
+                "order_matters": p_user is not None and p_user < ALPHA and ms < mo,
+                "departures": ", ".join(fam.departures)})
+    return pd.DataFrame(rows), list(dict.fromkeys(todo))
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
