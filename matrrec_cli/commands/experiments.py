@@ -267,7 +267,8 @@ def register(app: typer.Typer) -> None:
                else rdir / f"{sweep_mod.PARAMS[param][2]}_{stem}.png")
         default = (getattr(_defaults(datasets[0], ddir), sweep_mod.PARAMS[param][0])
                    if len(datasets) == 1 else None)
-        sweep_mod.plot(param, df, png, default=default)
+        sweep_mod.plot(param, df, png, default=default,
+                       note=sweep_mod.setting_note(param, results))
         print(f"written {png}", file=sys.stderr)
         table = Table(title=f"{model}: {param} sweep (test, mean ± std over seeds)")
         for col in ("dataset", param, *sweep_mod.METRICS, "epochs"):

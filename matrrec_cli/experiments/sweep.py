@@ -10,8 +10,10 @@ import pandas as pd
 
 from matrrec_cli.errors import UsageError
 from matrrec_cli.experiments.runner import RunResult, RunSpec, parse_values, summarise
+from matrrec_cli.experiments.table2 import SPEED_KEYS
 from matrrec_cli.io import atomic_path
-from matrrec_cli.train.config import RunOptions
+from matrrec_cli.train import runs
+from matrrec_cli.train.config import RunOptions, flat, is_given
 
 # sweep name -> (train option it sets, value type, figure it mirrors)
 PARAMS: dict[str, tuple[str, type, str]] = {
@@ -57,10 +59,29 @@ def frame(param: str, results: list[RunResult]) -> pd.DataFrame:
     return df
 
 
-def plot(param: str, df: pd.DataFrame, path: Path, *, default: Any = None) -> None:
+def setting_note(param: str, results: list[RunResult]) -> str:
+    """How the swept runs were trained, for the figure: objective, preset, and every other value
+    someone chose (speed options named apart, as they cannot change what is measured)."""
+    if not results:
+        return ""
+    cfg = runs.read_json(results[0].run_dir / runs.CONFIG)
+    values, sources = flat(cfg), cfg.get("sources") or {}
+    chosen = {k.removeprefix("model."): values.get(k) for k, src in sorted(sources.items())
+              if is_given(src) and not src.startswith("sweep") and k not in (
+                  "dataset", "model", "device", "data_dir", "results_dir", "seed", PARAMS[param][0],
+                  "objective", "preset")}
+    speed = [f"{k}={v}" for k, v in chosen.items() if k in SPEED_KEYS]
+    other = [f"{k}={v}" for k, v in chosen.items() if k not in SPEED_KEYS]
+    return "; ".join([f"{cfg.get('objective')} objective, {cfg.get('preset')} preset",
+                      *([f"set {', '.join(other)}"] if other else []),
+                      *([f"speed options {', '.join(speed)}"] if speed else [])])
+
+
+def plot(param: str, df: pd.DataFrame, path: Path, *, default: Any = None, note: str = ""
+         ) -> None:
     """Recall@10 and NDCG@10 against the swept value, one line per dataset and model, mean ± std
-    over seeds as error bars (PNG, no display); the title names datasets and models, and a
-    dotted line marks the `default` value."""
+    over seeds as error bars (PNG, no display); the title names datasets, models, seeds per point
+    and `note` (how the runs were trained), and a dotted line marks the `default` value."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on servers and CI
@@ -80,10 +101,12 @@ def plot(param: str, df: pd.DataFrame, path: Path, *, default: Any = None) -> No
         ax.set_title(f"{metric} vs {param}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    seeds = int(df["n_seeds"].max())
+    lo, hi = int(df["n_seeds"].min()), int(df["n_seeds"].max())
+    seeds = f"{lo}" if lo == hi else f"{lo}-{hi}"
     models, datasets = (", ".join(dict.fromkeys(df[c])) for c in ("model", "dataset"))
-    fig.suptitle(f"{models} on {datasets} ({seeds} seed{'s' if seeds > 1 else ''} per point)",
-                 fontsize=10)
+    fig.suptitle(f"{models} on {datasets} ({seeds} seed{'s' if hi > 1 else ''} per point"
+                 + (f"; default {default} dotted" if default is not None else "") + ")"
+                 + (f"\n{note}" if note else ""), fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
