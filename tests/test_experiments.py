@@ -235,6 +235,32 @@ def test_significance_equals_scipy_on_the_per_user_outcomes(two_models: Path, ca
     assert "significant at p < 0.01" in capsys.readouterr().out
 
 
+def test_table2_marks_which_side_is_significantly_better() -> None:
+    """The improvement columns' * when MaTrRec wins significantly, and per model cell ▲ / ▼
+    when that model is significantly above / below MaTrRec (Table 2's simple block)."""
+    from matrrec_cli.experiments import table2
+
+    sig = pd.DataFrame([
+        {"dataset": "d", "baseline": b, "metric": "ndcg@10", "test": "wilcoxon", "p": p,
+         "p_bh": p, "significant": p < 0.01, "better": better}
+        for b, p, better in (("sasrec", 0.001, "matrrec"), ("sr", 0.002, "baseline"),
+                             ("mamba4rec", 0.2, "matrrec"), ("pop", 0.0, "tie"))])
+    marks = significance.marks(sig)
+    assert marks == {("d", "sasrec", "ndcg@10"): "matrrec", ("d", "sr", "ndcg@10"): "baseline",
+                     ("d", "mamba4rec", "ndcg@10"): None, ("d", "pop", "ndcg@10"): None}
+    long = pd.DataFrame([{"dataset": "d", "model": m, "metric": "ndcg@10", "mean": v,
+                          "std": None} for m, v in (("matrrec", 0.05), ("sasrec", 0.04),
+                                                    ("sr", 0.07), ("mamba4rec", 0.049),
+                                                    ("pop", 0.05))])
+    row = table2.table2(long, sig_marks=marks).set_index("metric").loc["ndcg@10"]
+    assert row["improvement_vs_sasrec_significant"] is True
+    assert row["improvement_vs_mamba4rec_significant"] is False
+    assert (row["sasrec_vs_matrrec"], row["sr_vs_matrrec"]) == ("below", "above")
+    assert pd.isna(row["mamba4rec_vs_matrrec"])  # a DataFrame keeps None as NaN
+    assert pd.isna(row["pop_vs_matrrec"])
+    assert "matrrec_vs_matrrec" not in row
+
+
 def test_report_runs_reads_the_real_run_records(two_models: Path) -> None:
     assert _run(["report", "runs", "--results-dir", str(two_models), "--include-capped"]) == 0
     df = pd.read_csv(two_models / "runs.csv", dtype=str).set_index("model")

@@ -82,6 +82,7 @@ def table2(
             std = row.get(f"{m}_std")
             text = f"{v:.4f}" + (f" ± {std:.4f}" if std is not None and std == std else "")
             text += "†" if row.get(f"{m}_outside_2std") is True else ""
+            text += {"above": "▲", "below": "▼"}.get(row.get(f"{m}_vs_{report.OURS}"), "")
             mark = row.get(f"{m}_mark")
             cells.append(f"[bold]{text}[/]" if mark == "best" else
                          f"[underline]{text}[/]" if mark == "second" else text)
@@ -112,7 +113,8 @@ def table2(
                       f"seeds {s['seeds']}")
     console.print("  * improvement significant at p < 0.01 (Benjamini-Hochberg corrected; "
                   "Wilcoxon on NDCG@10, exact McNemar on Recall@K; matrrec report "
-                  "significance)")
+                  "significance); ▲ / ▼ a model significantly above / below matrrec by the "
+                  "same tests")
     save_csv(wide, rdir / "table2_overall.csv", output, key=["dataset"])
 
 

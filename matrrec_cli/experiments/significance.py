@@ -135,11 +135,12 @@ def significance(results_dir: str | Path, datasets: list[str] | None = None,
     return df
 
 
-def marks(sig: pd.DataFrame) -> dict[tuple[str, str, str], bool]:
-    """(dataset, baseline, metric) -> improvement significant at p_bh < 0.01 (Table 2's *)."""
+def marks(sig: pd.DataFrame) -> dict[tuple[str, str, str], str | None]:
+    """(dataset, baseline, metric) -> which of the two is significantly better at p_bh < 0.01
+    (OURS or "baseline"; Table 2's * and its cell marks), None when neither is."""
     out = {}
     for _, r in sig.iterrows():
         if MARK_TEST.get(r["metric"]) == r["test"]:
-            out[(r["dataset"], r["baseline"], r["metric"])] = bool(r["significant"]) and \
-                r["better"] == OURS
+            out[(r["dataset"], r["baseline"], r["metric"])] = (
+                r["better"] if bool(r["significant"]) and r["better"] != "tie" else None)
     return out

@@ -228,9 +228,11 @@ def model_order(names: list[str]) -> list[str]:
 
 
 def table2(long: pd.DataFrame,
-           sig_marks: dict[tuple[str, str, str], bool] | None = None) -> pd.DataFrame:
+           sig_marks: dict[tuple[str, str, str], str | None] | None = None) -> pd.DataFrame:
     """Long records -> the paper's layout, with best/second marks and improvement columns;
-    `sig_marks` ((dataset, baseline, metric) -> significant) adds the paper's p < 0.01 marks."""
+    `sig_marks` ((dataset, baseline, metric) -> which is significantly better, see
+    significance.marks) adds the paper's p < 0.01 marks to the improvement columns and, per
+    model cell, `<model>_vs_matrrec`: "above" / "below" MaTrRec significantly, else None."""
     out = []
     for ds in _order(long["dataset"].tolist(), DATASET_ORDER):
         sub = long[long["dataset"] == ds]
@@ -248,12 +250,17 @@ def table2(long: pd.DataFrame,
                 row[f"{m}_outside_2std"] = paper.outside(v, row[f"{m}_std"], row[f"{m}_paper"])
                 row[f"{m}_mark"] = ("best" if v == ranked[0] else
                                     "second" if len(ranked) > 1 and v == ranked[1] else "")
+                if sig_marks is not None and m != OURS:
+                    row[f"{m}_vs_{OURS}"] = {"baseline": "above", OURS: "below"}.get(
+                        sig_marks.get((ds, m, metric)))
             published = {m: paper.table2_value(ds, m, metric) for m in (OURS, *VS)}
             for base in VS:
                 row[f"improvement_vs_{base}_pct"] = _gain(means.get(OURS), means.get(base))
                 row[f"improvement_vs_{base}_pct_paper"] = _gain(published[OURS], published[base])
                 if sig_marks is not None:
-                    row[f"improvement_vs_{base}_significant"] = sig_marks.get((ds, base, metric))
+                    key = (ds, base, metric)
+                    row[f"improvement_vs_{base}_significant"] = (
+                        sig_marks[key] == OURS if key in sig_marks else None)
             out.append(row)
     return pd.DataFrame(out)
 
