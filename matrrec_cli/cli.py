@@ -51,6 +51,7 @@ COMMAND_MODULES = [
     "matrrec_cli.commands.report",
     "matrrec_cli.commands.experiments",
     "matrrec_cli.commands.tune",
+    "matrrec_cli.commands.fuse",
 ]
 
 for _name in COMMAND_MODULES:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from matrrec_cli.commands.tables import (
+    CappedOpt,
     JsonOpt,
     MarkdownOpt,
     OutputOpt,
@@ -24,9 +25,6 @@ report_app = typer.Typer(help="Paper tables from the run records under results/r
 TagOpt = Annotated[list[str] | None, typer.Option(
     "--tag", help="Show only these recipe columns (runs made with --set tag=NAME; repeatable); "
                   "their runs count even when capped by --epochs.")]
-CappedOpt = Annotated[bool, typer.Option(
-    "--include-capped", help="Also use runs cut short by --epochs before early stopping (smoke "
-                             "runs; left out by default).")]
 DatasetsOpt = Annotated[list[str] | None, typer.Option(
     "--dataset", help="Only these datasets (repeatable) \\[default: all with runs].")]
 

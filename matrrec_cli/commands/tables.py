@@ -85,6 +85,9 @@ def run_options(dataset: str | None, *, model: str | None = None, device: str | 
                       sets=(*file["sets"], *(sets or ())), sources=sources, **{**own, **given})
 
 
+CappedOpt = Annotated[bool, typer.Option(
+    "--include-capped", help="Also use runs cut short by --epochs before early stopping (smoke "
+                             "runs; left out by default).")]
 # Rich reads "[word]" in help as markup: brackets meant literally are escaped as "\\["
 DataDirOpt = Annotated[str | None, typer.Option(
     "--data-dir", help="Data directory \\[default: $MATRREC_DATA_DIR, else ./data].")]

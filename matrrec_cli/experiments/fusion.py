@@ -1,0 +1,251 @@
+"""Late fusion: a trained network's next-item distribution combined with a count model's.
+
+Count models (markov, sr, itemknn, ...) beat every neural model of the paper on Musical; they
+see the last item's transitions directly, the networks see whole histories. Fusion asks whether
+the two are complementary (FPMC and Fossil put both in one model; here they are combined after
+training, so no network is retrained):
+
+    score(i) = log p_net(i | history) + beta * log q(i | history)
+
+p_net is the softmax of the network's full-sort scores, of one seed ("seed" mode: mean ± std
+over seeds) or averaged over the seeds ("ensemble" mode: one number). q is the count model's
+score row normalised to a distribution and mixed with the popularity shares (POP_SHARE), so that
+an item without a rule from the last item keeps a finite score and falls back to popularity. The
+count model counts only what is known before the scored target (its own contract), so the
+fused score uses nothing the network could not have used.
+
+Everything is chosen on validation: the count model's setting (its `grid`) and beta (BETAS;
+beta 0 is the network alone, so the choice is never worse on validation than no fusion). Test
+numbers of every candidate are reported beside their validation numbers, the chosen one marked,
+with the paired per-user Wilcoxon test of the chosen fusion against the count model alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import statistics
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from matrrec_cli.errors import MatrrecError
+from matrrec_cli.experiments.significance import ndcg10, test_ranks
+from matrrec_cli.experiments.table2 import Selection, chosen_runs
+from matrrec_cli.models import build_model, get_model_class, model_names
+from matrrec_cli.train import pipeline, runs
+from matrrec_cli.train.checkpoint import load_checkpoint, restore
+from matrrec_cli.train.metrics import ranks_from_scores
+from matrrec_cli.train.samples import make_batch
+
+BETAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+POP_SHARE = 0.02  # of q: the popularity distribution, so every item keeps a finite log q
+MODES = ("seed", "ensemble")
+SPLITS = ("valid", "test")
+ALPHA = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    mode: str  # "seed" or "ensemble"
+    setting: tuple[tuple[str, Any], ...]  # the count model's grid values
+    beta: float
+
+    @property
+    def label(self) -> str:
+        setting = ", ".join(f"{k}={v}" for k, v in self.setting) or "defaults"
+        return f"{self.mode}, {setting}, beta {self.beta:g}"
+
+
+@dataclasses.dataclass
+class Fusion:
+    dataset: str
+    model: str
+    count: str
+    seeds: list[int]
+    table: pd.DataFrame  # one row per candidate: valid/test NDCG@10 mean, std; chosen
+    chosen: dict[str, Candidate]  # mode -> the candidate validation chose
+    per_user: dict[str, pd.Series]  # "<mode>", "count", "best" -> test NDCG@10 per user
+    count_test: float  # the count model alone, its default setting, test NDCG@10
+    best: str | None = None  # the best simple model's Table 2 column on this dataset (by test)
+    best_test: float | None = None
+
+
+def best_simple(results_dir: str | Path, dataset: str, selection: Selection | None = None
+                ) -> tuple[str, float, pd.Series] | None:
+    """The count model with the highest test NDCG@10 among Table 2's cells of `dataset` (the
+    issue's yardstick: "the best simple model"), its mean and its per-user NDCG@10."""
+    counts = [m for m in model_names() if not get_model_class(m).trainable]
+    cells = chosen_runs(results_dir, [dataset], counts, selection)
+    if not cells:
+        return None
+    (_, name), members = max(cells.items(), key=lambda kv: statistics.fmean(
+        m["test"]["ndcg@10"] for _, _, m in kv[1]))
+    per_user = pd.concat([pd.Series(ndcg10(test_ranks(r).to_numpy(dtype=float)),
+                                    index=test_ranks(r).index) for r, _, _ in members], axis=1)
+    return (name, statistics.fmean(m["test"]["ndcg@10"] for _, _, m in members),
+            per_user.mean(axis=1))
+
+
+def settings(count: str) -> list[tuple[tuple[str, Any], ...]]:
+    """Every point of the count model's grid (its defaults when it has none)."""
+    grid = getattr(get_model_class(count), "grid", {}) or {}
+    keys = sorted(grid)
+    return [tuple(zip(keys, values, strict=True))
+            for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def _count_model(count: str, data: Any, split: str, setting: tuple, *, tie_break: bool):
+    overrides = dict(setting)
+    if "popularity_tie_break" in {f.name for f in dataclasses.fields(
+            get_model_class(count).Config)}:
+        overrides["popularity_tie_break"] = tie_break
+    m = build_model(count, n_items=data.seqs.n_items, max_len=data.max_len, overrides=overrides)
+    if m.trainable:
+        raise MatrrecError(f"--with {count}: not a count model (markov, sr, itemknn, sknn, "
+                           "vsknn, ease or pop)")
+    m.fit_data(data.sequences(split).items, data.seqs.offsets, split=split)
+    return m
+
+
+def _log_q(m: Any, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, N) log of the count model's scores as a distribution, with POP_SHARE popularity."""
+    raw = m.seq_repr(seq, lengths).double().clamp_min(0)  # EASE's weights can be negative
+    total = raw.sum(dim=1, keepdim=True)
+    pop = m.popularity.double()
+    pop = pop / pop.sum()
+    q = torch.where(total > 0, raw / total.clamp_min(1e-300), pop)  # no rule: popularity
+    return torch.log((1 - POP_SHARE) * q + POP_SHARE * pop).clamp_min(-1e4)
+
+
+def _ranks(scores: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    scores = scores.clone()
+    scores[:, 0] = -torch.inf  # padding is never a candidate, as in evaluation
+    return ranks_from_scores(scores, target).numpy()
+
+
+def fuse(results_dir: str | Path, dataset: str, *, model: str = "matrrec", count: str = "sr",
+         data_dir: str | Path | None = None, selection: Selection | None = None,
+         batch_size: int = 1024) -> Fusion:
+    """Every candidate's validation and test NDCG@10 over the runs Table 2 uses for `model` on
+    `dataset` (their best.pt), the candidates validation chooses, and per-user test NDCG@10."""
+    members = chosen_runs(results_dir, [dataset], [model], selection).get((dataset, model))
+    if not members:
+        raise MatrrecError(f"no finished {model} runs on {dataset}; run matrrec train --dataset "
+                           f"{dataset} --model {model} --seeds 5 first")
+    missing = [str(r) for r, _, _ in members if not (r / runs.BEST).exists()]
+    if missing:
+        raise MatrrecError(f"{missing[0]} has no {runs.BEST} (a Ray run without "
+                           "--keep-checkpoints?); fusion needs each seed's weights")
+    cfgs = [runs.load_run(r)[0] for r, _, _ in members]
+    cfgs = [replace(c, data_dir=str(data_dir or c.data_dir)) for c in cfgs]
+    data = pipeline.load_split(cfgs[0])  # the split is the same for every seed
+    nets = []
+    for (run, _, _), cfg in zip(members, cfgs, strict=True):
+        net = pipeline.model_builder(cfg, data.seqs.n_items)()
+        restore(net, load_checkpoint(run / runs.BEST)["model"], run / runs.BEST)
+        nets.append(net.eval())
+    grid = settings(count)
+    cands = [Candidate(mode, s, b) for mode in MODES for s in grid for b in BETAS]
+    ndcg: dict[tuple[Candidate, str], list[np.ndarray]] = {}  # per seed (or one), per user
+    users: dict[str, np.ndarray] = {}
+    count_ndcg: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        samples = getattr(data, split)
+        users[split] = samples.user
+        models = {s: _count_model(count, data, split, s, tie_break=False) for s in grid}
+        alone = _count_model(count, data, split, (), tie_break=True)  # as Table 2 scores it
+        parts: dict[tuple[Candidate, int], list[np.ndarray]] = {}
+        alone_parts = []
+        for lo in range(0, len(samples), batch_size):
+            batch = make_batch(data, samples.take(np.arange(lo, min(lo + batch_size,
+                                                                     len(samples)))),
+                               split=split)
+            with torch.no_grad():
+                logp = [torch.log_softmax(n.full_sort_scores(batch.item_seq, batch.lengths)
+                                          .double(), dim=1) for n in nets]  # S x (B, N)
+                ens = torch.log(torch.stack([lp.exp() for lp in logp]).mean(dim=0))
+                alone_parts.append(_ranks(alone.full_sort_scores(batch.item_seq,
+                                                                 batch.lengths).double(),
+                                          batch.target))
+                for s, m in models.items():
+                    lq = _log_q(m, batch.item_seq, batch.lengths)
+                    for c in (c for c in cands if c.setting == s):
+                        for i, lp in enumerate(logp if c.mode == "seed" else [ens]):
+                            parts.setdefault((c, i), []).append(
+                                _ranks(lp + c.beta * lq, batch.target))
+        for (c, _), chunks in sorted(parts.items(), key=lambda kv: kv[0][1]):
+            ndcg.setdefault((c, split), []).append(ndcg10(np.concatenate(chunks).astype(float)))
+        count_ndcg[split] = ndcg10(np.concatenate(alone_parts).astype(float))
+    rows = []
+    for c in cands:
+        row: dict[str, Any] = {"mode": c.mode, "setting": ", ".join(
+            f"{k}={v}" for k, v in c.setting) or "defaults", "beta": c.beta}
+        for split in SPLITS:
+            per_seed = [float(x.mean()) for x in ndcg[(c, split)]]
+            row[f"{split}_ndcg@10"] = statistics.fmean(per_seed)
+            row[f"{split}_std"] = statistics.stdev(per_seed) if len(per_seed) > 1 else None
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    chosen = {}
+    for mode in MODES:
+        mine = [c for c in cands if c.mode == mode]
+        # the highest mean validation NDCG@10; ties to the earlier (smaller beta, grid order)
+        chosen[mode] = max(mine, key=lambda c: (table.loc[cands.index(c), "valid_ndcg@10"],
+                                                -cands.index(c)))
+    table["chosen"] = [c in chosen.values() for c in cands]
+    per_user = {mode: pd.Series(np.mean(ndcg[(c, "test")], axis=0), index=users["test"])
+                for mode, c in chosen.items()}
+    per_user["count"] = pd.Series(count_ndcg["test"], index=users["test"])
+    best = best_simple(results_dir, dataset, selection)
+    if best is not None:
+        per_user["best"] = best[2]
+    return Fusion(dataset=dataset, model=model, count=count,
+                  seeds=[c.seed for c in cfgs], table=table, chosen=chosen, per_user=per_user,
+                  count_test=float(count_ndcg["test"].mean()),
+                  best=None if best is None else best[0],
+                  best_test=None if best is None else best[1])
+
+
+def wilcoxon(a: pd.Series, b: pd.Series) -> float | None:
+    """Two-sided paired Wilcoxon p over users (zero differences dropped), None when equal."""
+    from scipy import stats
+
+    diff = (a - b.loc[a.index]).to_numpy()
+    if not np.any(diff):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return float(stats.wilcoxon(diff).pvalue)
+
+
+GOAL = 1.10  # the issue's bar: 10 % above the best simple model
+
+
+def summary(f: Fusion) -> pd.DataFrame:
+    """Per mode: the chosen candidate's test NDCG@10 against the count model alone and against
+    the best simple model of Table 2 (ratio, Wilcoxon over users), and whether it reaches
+    GOAL x the best simple model with a significant Wilcoxon."""
+    rows = []
+    for mode, c in f.chosen.items():
+        row = f.table[(f.table["mode"] == mode) & f.table["chosen"]].iloc[0]
+        test = row["test_ndcg@10"]
+        p_count = wilcoxon(f.per_user[mode], f.per_user["count"])
+        p_best = wilcoxon(f.per_user[mode], f.per_user["best"]) if f.best else None
+        rows.append({"dataset": f.dataset, "model": f.model, "count": f.count, "mode": mode,
+                     "seeds": len(f.seeds), "chosen": c.label,
+                     "valid_ndcg@10": row["valid_ndcg@10"], "test_ndcg@10": test,
+                     "test_std": row["test_std"], "count_test_ndcg@10": f.count_test,
+                     "ratio_count": test / f.count_test if f.count_test else None,
+                     "wilcoxon_p_count": p_count, "best_simple": f.best,
+                     "best_simple_test_ndcg@10": f.best_test,
+                     "ratio_best": test / f.best_test if f.best_test else None,
+                     "wilcoxon_p_best": p_best,
+                     "goal_reached": bool(f.best_test and test >= GOAL * f.best_test
+                                          and p_best is not None and p_best < ALPHA)})
+    return pd.DataFrame(rows)
