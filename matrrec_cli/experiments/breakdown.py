@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import pandas as pd
 from matrrec_cli.data.prepared import load_interactions, load_meta
 from matrrec_cli.data.split import MIN_ITEMS, build_sequences, known_positions
 from matrrec_cli.errors import MatrrecError, warn
-from matrrec_cli.experiments.significance import ndcg10, test_ranks
+from matrrec_cli.experiments.significance import bh, ndcg10, test_ranks, wilcoxon_p
 from matrrec_cli.experiments.table2 import MODEL_ORDER, Members, Selection, chosen_runs
 from matrrec_cli.io import atomic_path
 
@@ -199,26 +198,6 @@ def breakdown(results_dir: str | Path, dataset: str, data_dir: str | Path | None
     return breakdown_table(load(results_dir, dataset, data_dir, selection))
 
 
-def _wilcoxon(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p (scipy's defaults); 1 when every pair ties, where
-    scipy has no test to run."""
-    from scipy import stats
-
-    if np.allclose(a - b, 0):
-        return 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # few non-zero pairs: exact/normal notes
-        return float(stats.wilcoxon(a, b).pvalue)
-
-
-def _bh(ps: list[float]) -> list[float]:
-    from scipy import stats
-
-    if not ps:
-        return []
-    return [float(p) for p in stats.false_discovery_control(np.clip(ps, 0, 1), method="bh")]
-
-
 def bucket_tests(pu: PerUser) -> pd.DataFrame:
     """MaTrRec against every other model per history-length bucket (TEST_COLUMNS): ours / base
     are the NDCG@10 means over seeds of per-seed bucket means, gain_pct their relative gap
@@ -238,8 +217,8 @@ def bucket_tests(pu: PerUser) -> pd.DataFrame:
             part.append({"dataset": pu.dataset, "bucket": label, "n_users": len(users),
                          "model": base, "ours": ours, "base": mean_b,
                          "gain_pct": 100 * (ours - mean_b) / mean_b if mean_b else math.nan,
-                         "p": _wilcoxon(o.mean(axis=1).to_numpy(), b.mean(axis=1).to_numpy())})
-        for row, q in zip(part, _bh([r["p"] for r in part]), strict=True):
+                         "p": wilcoxon_p(o.mean(axis=1).to_numpy(), b.mean(axis=1).to_numpy())})
+        for row, q in zip(part, bh([r["p"] for r in part]), strict=True):
             row["p_bh"], row["significant"] = q, q < ALPHA
         rows += part
     return pd.DataFrame(rows, columns=TEST_COLUMNS)

@@ -51,12 +51,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from matrrec_cli.data.registry import training_defaults
@@ -146,14 +144,6 @@ def _min(values: list[int | None]) -> int | None:
     return min(known) if known else None
 
 
-def _bh(ps: list[float]) -> list[float]:
-    from scipy import stats
-
-    if not ps:
-        return []
-    return [float(p) for p in stats.false_discovery_control(np.clip(ps, 0, 1), method="bh")]
-
-
 def _ms(values: list[float]) -> str:
     mean = statistics.fmean(values)
     return f"{mean:.4f}" + (f"±{statistics.stdev(values):.4f}" if len(values) > 1 else "")
@@ -183,7 +173,7 @@ def claim1(results_dir: Path, datasets: list[str], chosen: dict, selection: Sele
                 & df["baseline"].isin(BASELINES)].copy()
     except MatrrecError:  # no MaTrRec, or no baseline with it
         df = pd.DataFrame(columns=["dataset", "baseline", "p"])
-    df["p_claim"] = _bh(df["p"].tolist())
+    df["p_claim"] = sig.bh(df["p"].tolist())
     out: list[Row] = []
     for ds in datasets:
         ours = chosen.get((ds, OURS))
@@ -242,16 +232,6 @@ def _ours_note(members: list[tuple[Path, dict, dict]]) -> str:
 
 # --- 2: cold start ----------------------------------------------------------------------------
 
-def _wilcoxon(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy import stats
-
-    if np.allclose(a - b, 0):
-        return 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # few non-zero pairs: exact/normal notes
-        return float(stats.wilcoxon(a, b).pvalue)
-
-
 def claim2(dataset: str, chosen: dict, data_dir: str | Path | None) -> list[Row]:
     members = {m: chosen.get((dataset, m)) for m in (OURS, *COLD_VS)}
     missing = [m for m, v in members.items() if not v]
@@ -285,12 +265,12 @@ def claim2(dataset: str, chosen: dict, data_dir: str | Path | None) -> list[Row]
             o_seed, b_seed = o.mean(axis=0).tolist(), b.mean(axis=0).tolist()
             gain = _pct(statistics.fmean(o_seed), statistics.fmean(b_seed))
             gains.append(gain)
-            ps.append(_wilcoxon(o.mean(axis=1).to_numpy(), b.mean(axis=1).to_numpy()))
+            ps.append(sig.wilcoxon_p(o.mean(axis=1).to_numpy(), b.mean(axis=1).to_numpy()))
             details.append(Row(2, dataset, f"history {label} ({len(ub)} users) vs {base}", "",
                                f"NDCG@10 {_ms(o_seed)} vs {_ms(b_seed)}"
                                + ("" if gain is None else f", gain {gain:+.1f}%"),
                                seeds=seeds))
-        p_bh = _bh(ps)
+        p_bh = sig.bh(ps)
         for row, p, q in zip(details, ps, p_bh, strict=True):
             row.p, row.p_bh = p, q
             row.verdict = "significant" if q < ALPHA else "not significant"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import statistics
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import pandas as pd
 import torch
 
 from matrrec_cli.errors import MatrrecError
-from matrrec_cli.experiments.significance import ndcg10, test_ranks
+from matrrec_cli.experiments.significance import ndcg10, test_ranks, wilcoxon_p
 from matrrec_cli.experiments.table2 import Selection, chosen_runs
 from matrrec_cli.models import build_model, get_model_class, model_names
 from matrrec_cli.train import pipeline, runs
@@ -212,16 +211,9 @@ def fuse(results_dir: str | Path, dataset: str, *, model: str = "matrrec", count
                   best_test=None if best is None else best[1])
 
 
-def wilcoxon(a: pd.Series, b: pd.Series) -> float | None:
-    """Two-sided paired Wilcoxon p over users (zero differences dropped), None when equal."""
-    from scipy import stats
-
-    diff = (a - b.loc[a.index]).to_numpy()
-    if not np.any(diff):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return float(stats.wilcoxon(diff).pvalue)
+def _paired(a: pd.Series, b: pd.Series) -> float:
+    users = a.index.intersection(b.index)
+    return wilcoxon_p(a.loc[users], b.loc[users])
 
 
 GOAL = 1.10  # the issue's bar: 10 % above the best simple model
@@ -235,8 +227,8 @@ def summary(f: Fusion) -> pd.DataFrame:
     for mode, c in f.chosen.items():
         row = f.table[(f.table["mode"] == mode) & f.table["chosen"]].iloc[0]
         test = row["test_ndcg@10"]
-        p_count = wilcoxon(f.per_user[mode], f.per_user["count"])
-        p_best = wilcoxon(f.per_user[mode], f.per_user["best"]) if f.best else None
+        p_count = _paired(f.per_user[mode], f.per_user["count"])
+        p_best = _paired(f.per_user[mode], f.per_user["best"]) if f.best else None
         rows.append({"dataset": f.dataset, "model": f.model, "count": f.count, "mode": mode,
                      "seeds": len(f.seeds), "chosen": c.label,
                      "valid_ndcg@10": row["valid_ndcg@10"], "test_ndcg@10": test,

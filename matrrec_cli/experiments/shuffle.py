@@ -21,7 +21,7 @@ import pandas as pd
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.experiments.ablation import welch_p
 from matrrec_cli.experiments.claims import Vary, families
-from matrrec_cli.experiments.significance import ndcg10, test_ranks
+from matrrec_cli.experiments.significance import ndcg10, test_ranks, wilcoxon_p
 from matrrec_cli.experiments.table2 import Selection
 from matrrec_cli.train.runs import finished_runs
 
@@ -36,16 +36,6 @@ def _per_user(runs: list[Path]) -> pd.Series:
     """user -> test NDCG@10 averaged over the runs (seeds)."""
     ranks = pd.concat([test_ranks(r) for r in runs], axis=1)
     return pd.Series(ndcg10(ranks.to_numpy(dtype=float)).mean(axis=1), index=ranks.index)
-
-
-def _wilcoxon(a: pd.Series, b: pd.Series) -> float | None:
-    from scipy import stats
-
-    users = a.index.intersection(b.index)
-    diff = (a.loc[users] - b.loc[users]).to_numpy()
-    if len(users) == 0 or (diff == 0).all():
-        return None
-    return float(stats.wilcoxon(diff).pvalue)
 
 
 def command(dataset: str, model: str, *, shuffled: bool) -> str:
@@ -80,7 +70,9 @@ def shuffle_table(results_dir: str | Path, datasets: list[str] | None = None,
             ordered, shuffled = fam.points[False], fam.points[True]
             mo, ms = statistics.fmean(ordered), statistics.fmean(shuffled)
             try:
-                p_user = _wilcoxon(_per_user(fam.runs[True]), _per_user(fam.runs[False]))
+                shuffled_u, ordered_u = _per_user(fam.runs[True]), _per_user(fam.runs[False])
+                users = shuffled_u.index.intersection(ordered_u.index)
+                p_user = wilcoxon_p(shuffled_u.loc[users], ordered_u.loc[users])
             except MatrrecError:  # a run without ranks: the seed-level test still stands
                 p_user = None
             p_seed = welch_p(shuffled, ordered)

@@ -17,6 +17,7 @@ p_bh < 0.01 (the paper's claim).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,28 @@ def _tests(nd: pd.DataFrame, rk: pd.DataFrame) -> list[dict[str, Any]]:
                     "p": p, "n_users": len(rk), "ours": hit_o.mean(), "base": hit_b.mean(),
                     "discordant": f"{b}/{c}"})
     return out
+
+
+def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided paired Wilcoxon signed-rank p of per-user values (scipy's defaults: zero
+    differences dropped); 1.0 when every pair ties, where there is nothing to test."""
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if np.allclose(a - b, 0):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # few non-zero pairs: exact/normal notes
+        return float(stats.wilcoxon(a, b).pvalue)
+
+
+def bh(ps: list[float]) -> list[float]:
+    """Benjamini-Hochberg corrected p-values, in the order given."""
+    from scipy import stats
+
+    if not ps:
+        return []
+    return [float(p) for p in stats.false_discovery_control(np.clip(ps, 0, 1), method="bh")]
 
 
 def _seed_first(members: list[tuple[Path, dict, dict]], shared: list[int]) -> list[Path]:
