@@ -13,6 +13,7 @@ from helpers import import_synthetic
 
 from matrrec_cli.cli import main
 from matrrec_cli.data.registry import training_defaults
+from matrrec_cli.experiments import breakdown as bd
 from matrrec_cli.experiments import claims as cl
 from matrrec_cli.experiments.breakdown import user_features
 
@@ -71,7 +72,7 @@ def cyc(tmp_path_factory) -> tuple[Path, pd.Series, pd.Series]:
     data = import_synthetic(tmp_path_factory.mktemp("data"), "cyc", n_users=240, n_items=30,
                             max_len=30)
     hist = user_features("cyc", data)["history_length"]
-    bucket, labels = cl.length_buckets(hist)
+    bucket, labels = bd.length_buckets(hist)
     assert len(labels) == 4  # 4 quantile buckets of at least 50 users
     return data, hist, bucket
 
@@ -171,7 +172,7 @@ def test_claim2_without_a_baseline_says_which_to_train(cyc, tmp_path: Path) -> N
 
 def test_length_buckets_merge_small_quantiles() -> None:
     hist = pd.Series([3] * 120 + [4] * 30 + list(range(5, 65)))  # ties: qcut drops edges
-    bucket, labels = cl.length_buckets(hist)
+    bucket, labels = bd.length_buckets(hist)
     counts = bucket.value_counts().sort_index().tolist()
     assert min(counts) >= 50
     assert labels[0] == "3"

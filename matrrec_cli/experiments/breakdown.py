@@ -139,6 +139,12 @@ def load(results_dir: str | Path, dataset: str, data_dir: str | Path | None = No
     if not chosen:
         raise MatrrecError(f"no finished runs on {dataset} under {Path(results_dir) / 'runs'}; "
                            f"run matrrec train --dataset {dataset} first")
+    return per_user(chosen, dataset, data_dir)
+
+
+def per_user(chosen: dict[tuple[str, str], Members], dataset: str,
+             data_dir: str | Path | None = None) -> PerUser:
+    """`load` from runs already chosen ((dataset, model) -> runs, as chosen_runs gives)."""
     data_dir = Path(data_dir or next(iter(chosen.values()))[0][1]["data_dir"])
     feat = user_features(dataset, data_dir)
     ranks: dict[str, pd.DataFrame] = {}

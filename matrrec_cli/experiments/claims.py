@@ -14,7 +14,7 @@ with the verdict. The rules:
 2. "Significantly improves the data sparsity cold start problem" (the 33 % is MaTrRec's whole
    Musical Recall@5 over Mamba4Rec; shown beside ours). Testable form: MaTrRec's NDCG@10 gain
    over Mamba4Rec and over SASRec is largest for the shortest histories. Test users are split
-   into up to 4 equal-count buckets of history length (breakdown.user_features; a length is
+   into up to 4 equal-count buckets of history length (breakdown.length_buckets; a length is
    never split, each bucket holds at least 50 users). Per bucket and baseline: the relative gain
    of the mean over seeds of per-seed bucket means, and a Wilcoxon test on per-user NDCG@10
    (averaged over seeds), BH corrected across the buckets. Per baseline: the shortest bucket's
@@ -59,16 +59,10 @@ import pandas as pd
 
 from matrrec_cli.data.registry import training_defaults
 from matrrec_cli.errors import MatrrecError, warn
+from matrrec_cli.experiments import breakdown as bd  # claim 2's buckets and tests
 from matrrec_cli.experiments import paper
 from matrrec_cli.experiments import significance as sig
 from matrrec_cli.experiments.ablation import DEFAULT_LABEL, welch_p
-from matrrec_cli.experiments.breakdown import (  # claim 2's buckets: the breakdown's
-    MIN_USERS,
-    N_BUCKETS,  # noqa: F401 - kept importable as claims.N_BUCKETS
-    length_buckets,
-    user_features,
-)
-from matrrec_cli.experiments.significance import ndcg10, test_ranks
 from matrrec_cli.experiments.table2 import MODEL_ORDER, SPEED_KEYS, Selection, chosen_runs
 from matrrec_cli.train.config import DEFAULT, NEUTRAL, NON_SEMANTIC, comparable
 from matrrec_cli.train.runs import finished_runs
@@ -239,41 +233,32 @@ def claim2(dataset: str, chosen: dict, data_dir: str | Path | None) -> list[Row]
         return [_verdict(2, dataset, NONE, f"no finished run of {', '.join(missing)} on "
                          f"{dataset}", commands=[_train_cmd(dataset, m) for m in missing])]
     seeds = min(len(v) for v in members.values())
-    try:
-        feat = user_features(dataset, data_dir or members[OURS][0][1]["data_dir"])
-        per_seed = {m: pd.concat([pd.Series(ndcg10(r.to_numpy(dtype=float)), r.index)
-                                  for r in (test_ranks(run) for run, _, _ in v)], axis=1)
-                    for m, v in members.items()}
+    try:  # the breakdown's buckets and tests, on the users the three models share
+        pu = bd.per_user({(dataset, m): v for m, v in members.items()}, dataset, data_dir)
     except MatrrecError as exc:
         return [_verdict(2, dataset, NONE, f"cannot read what it needs: {exc} (give --data-dir "
                          "where the dataset is prepared)")]
-    users = feat.index
-    for frame in per_seed.values():
-        users = users.intersection(frame.index)
-    bucket, labels = length_buckets(feat.loc[users, "history_length"])
+    labels = pu.labels["history_length"]
     whole = _whole_recall5(dataset, members)
     if len(labels) < 2:
-        return [_verdict(2, dataset, UNSURE, f"{len(users)} test users: too few for two "
-                         f"history-length buckets of at least {MIN_USERS}; {whole}", seeds=seeds)]
+        return [_verdict(2, dataset, UNSURE, f"{len(pu.buckets)} test users: too few for two "
+                         f"history-length buckets of at least {bd.MIN_USERS}; {whole}",
+                         seeds=seeds)]
+    table = bd.breakdown_table(pu).set_index(["by", "bucket", "model"]).loc["history_length"]
+    tests = bd.bucket_tests(pu)
     out: list[Row] = []
     kinds, summary = [], []
     for base in COLD_VS:
-        gains, ps, details = [], [], []
-        for i, label in enumerate(labels):
-            ub = bucket.index[bucket == i]
-            o, b = per_seed[OURS].loc[ub], per_seed[base].loc[ub]
-            o_seed, b_seed = o.mean(axis=0).tolist(), b.mean(axis=0).tolist()
-            gain = _pct(statistics.fmean(o_seed), statistics.fmean(b_seed))
-            gains.append(gain)
-            ps.append(sig.wilcoxon_p(o.mean(axis=1).to_numpy(), b.mean(axis=1).to_numpy()))
-            details.append(Row(2, dataset, f"history {label} ({len(ub)} users) vs {base}", "",
-                               f"NDCG@10 {_ms(o_seed)} vs {_ms(b_seed)}"
-                               + ("" if gain is None else f", gain {gain:+.1f}%"),
-                               seeds=seeds))
-        p_bh = sig.bh(ps)
-        for row, p, q in zip(details, ps, p_bh, strict=True):
-            row.p, row.p_bh = p, q
-            row.verdict = "significant" if q < ALPHA else "not significant"
+        rows = tests[tests["model"] == base].to_dict("records")  # bucket order
+        gains = [None if r["gain_pct"] != r["gain_pct"] else r["gain_pct"] for r in rows]
+        p_bh = [r["p_bh"] for r in rows]
+        for r, gain in zip(rows, gains, strict=True):
+            o, b = table.loc[(r["bucket"], OURS)], table.loc[(r["bucket"], base)]
+            out.append(Row(2, dataset, f"history {r['bucket']} ({r['n_users']} users) vs {base}",
+                           "significant" if r["p_bh"] < ALPHA else "not significant",
+                           f"NDCG@10 {_ms_of(o)} vs {_ms_of(b)}"
+                           + ("" if gain is None else f", gain {gain:+.1f}%"),
+                           seeds=seeds, p=r["p"], p_bh=r["p_bh"]))
         known = [g for g in gains if g is not None]
         if gains[0] is None:
             kind = UNSURE
@@ -285,11 +270,17 @@ def claim2(dataset: str, chosen: dict, data_dir: str | Path | None) -> list[Row]
         summary.append(f"gain vs {base}: " + ", ".join(
             "n/a" if g is None else f"{g:+.1f}%" + ("*" if q < ALPHA else "")
             for g, q in zip(gains, p_bh, strict=True)) + f" ({verdict_text(kind, seeds)})")
-        out += details
-    counts = ", ".join(f"{label} ({int((bucket == i).sum())})" for i, label in enumerate(labels))
+    counts = ", ".join(f"{label} ({len(pu.users('history_length', i))})"
+                       for i, label in enumerate(labels))
     evidence = (f"{_ours_note(members[OURS])}; history-length buckets (users): {counts}; "
                 + "; ".join(summary) + f"; * Wilcoxon p_bh < {ALPHA}; {whole}")
     return [_verdict(2, dataset, combine(kinds), evidence, seeds=seeds), *out]
+
+
+def _ms_of(row: pd.Series) -> str:
+    """A breakdown row's NDCG@10 as _ms writes it: mean±std over seeds."""
+    std = row["ndcg@10_std"]
+    return f"{row['ndcg@10']:.4f}" + ("" if std != std else f"±{std:.4f}")
 
 
 def _whole_recall5(dataset: str, members: dict) -> str:
