@@ -113,7 +113,9 @@ class Row:
 
 
 def verdict_text(kind: str, seeds: int | None) -> str:
-    return f"{UNSURE} at {seeds if seeds is not None else '?'} seeds" if kind == UNSURE else kind
+    if kind != UNSURE:
+        return kind
+    return f"{UNSURE} at {seeds if seeds is not None else '?'} seed{'' if seeds == 1 else 's'}"
 
 
 def _verdict(claim: int, dataset: str, kind: str, evidence: str, *, seeds: int | None = None,
