@@ -328,7 +328,7 @@ def claims(
         if markdown and not json_out:
             print("\n".join(["", "To make the missing runs:", "", "```sh", *todo, "```"]))
         else:
-            console.print("\n".join(lines), markup=False, highlight=False)
+            console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
     save_csv(df, rdir / "claims.csv", output, key=["dataset"])
 
 
@@ -378,7 +378,7 @@ def shuffle(
     show(table, markdown=markdown, console=console, json_rows=df if json_out else None)
     if todo:
         console.print("\n".join(["", "To make the missing runs:", *(f"  {c}" for c in todo)]),
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)  # commands stay one line
     if not df.empty:
         save_csv(df, rdir / "shuffle.csv", output, key=["dataset"])
 
