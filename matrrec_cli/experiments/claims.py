@@ -211,7 +211,10 @@ def claim1(results_dir: Path, datasets: list[str], chosen: dict, selection: Sele
             parts.append("untested: " + ", ".join(
                 f"{b} (no ranks.parquet)" if b in no_ranks else b for b in untested))
         parts.append(f"Wilcoxon on per-user NDCG@10, BH, p_bh < {ALPHA_TABLE2}")
-        out.append(_verdict(1, ds, kind, "; ".join(parts), seeds=_min(seeds), commands=commands))
+        row = _verdict(1, ds, kind, "; ".join(parts), seeds=_min(seeds), commands=commands)
+        if untested and outcome:  # the claim is about all eight: say how many were tested
+            row.verdict += f" for {len(outcome)} of {len(BASELINES)} baselines"
+        out.append(row)
         out += details
     return out
 
