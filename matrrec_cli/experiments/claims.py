@@ -363,7 +363,7 @@ def _departures(cfg: dict[str, Any], ignore: tuple[str, ...]) -> list[str]:
     skip_model = (*SPEED_KEYS, *_dropout_keys(), *ignore)
     for key, src in sorted((cfg.get("sources") or {}).items()):
         name = key.removeprefix("model.")
-        if key in _SKIP_SOURCES or src in (DEFAULT, "preset paper") or (
+        if key in _SKIP_SOURCES or key in ignore or src in (DEFAULT, "preset paper") or (
                 key.startswith("model.") and name in skip_model):
             continue
         out.append(f"{name}={model_cfg.get(name, cfg.get(name))}")
