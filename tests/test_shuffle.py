@@ -150,7 +150,8 @@ def test_report_shuffle_compares_each_model_with_its_ordered_runs(tmp_path: Path
         for flag, value in ((False, o), (True, s)):
             r = rng.integers(1, 30 if not flag else 60, size=80).tolist()
             ranks[flag].append(r)
-            _fake_run(tmp_path, f"2026010{i}-00000{int(flag)}-x", model="sasrec", seed=2020 + i,
+            # the shuffled run first: the family's departures must not name the varied key
+            _fake_run(tmp_path, f"2026010{i}-00000{1 - int(flag)}-x", model="sasrec", seed=2020 + i,
                       shuffled=flag, ndcg=value, ranks=r)
     _fake_run(tmp_path, "20260109-000000-y", model="gru4rec", seed=2020, shuffled=False,
               ndcg=0.1, ranks=[1, 2])
@@ -160,6 +161,7 @@ def test_report_shuffle_compares_each_model_with_its_ordered_runs(tmp_path: Path
     assert row["shuffled_std"] == pytest.approx(np.std(shuffled, ddof=1))
     assert row["change_pct"] == pytest.approx(100 * (np.mean(shuffled) / np.mean(ordered) - 1))
     assert row["welch_p"] == pytest.approx(welch_p(shuffled, ordered))
+    assert row["departures"] == ""
     per_user = {f: ndcg10(np.array(ranks[f], dtype=float).T).mean(axis=1) for f in ranks}
     assert row["wilcoxon_p"] == pytest.approx(stats.wilcoxon(per_user[True] - per_user[False])
                                               .pvalue)
