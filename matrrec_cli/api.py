@@ -46,6 +46,7 @@ from matrrec_cli.train import runs
 from matrrec_cli.train.checkpoint import load_checkpoint, restore
 from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.device import resolve_device
+from matrrec_cli.train.evaluate import fit_known
 from matrrec_cli.train.pipeline import load_split, model_builder
 from matrrec_cli.train.samples import make_batch
 
@@ -138,14 +139,14 @@ class Run:
         """Give a count model the counts known before the scored items (no-op when trained)."""
         if self.model.trainable or self._fitted == split:
             return
-        seqs = self.data.sequences(split or "test")  # the order the run used (shuffle test)
         if split is None:  # everything known: pad each user past the slots held out at test
+            seqs = self.data.sequences("test")  # the order the run used (shuffle test)
             cfg = self.model.config
             pad = held_out(cfg, "test") if hasattr(cfg, "test_counts_valid_item") else 1
             items, offsets = _with_room(seqs.items, seqs.offsets, pad)
             self.model.fit_data(items, offsets, split="test")
         else:
-            self.model.fit_data(seqs.items, seqs.offsets, split=split)
+            fit_known(self.model, self.data, split)
         self.model.to(self.device)
         self._fitted = split
 

@@ -13,6 +13,7 @@ from matrrec_cli.commands.tables import (
     MarkdownOpt,
     OutputOpt,
     ResultsDirOpt,
+    p_text,
     save_csv,
     show,
 )
@@ -46,12 +47,12 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from matrrec_cli.commands.experiments import cell_text
         from matrrec_cli.experiments import fusion
+        from matrrec_cli.experiments.table2 import Selection
         from matrrec_cli.paths import results_dir as results_path
 
         rdir = results_path(results_dir)
-        from matrrec_cli.experiments.table2 import Selection
-
         f = fusion.fuse(rdir, dataset, model=model, count=with_, data_dir=data_dir,
                         selection=Selection(include_capped=include_capped))
         console = Console(stderr=json_out)
@@ -60,13 +61,9 @@ def register(app: typer.Typer) -> None:
         for col in ("mode", "setting", "beta", "valid", "test"):
             table.add_column(col, justify="left" if col in ("mode", "setting") else "right")
         for _, r in f.table.iterrows():
-            cells = [f"{r[f'{s}_ndcg@10']:.4f}" + ("" if r[f"{s}_std"] is None or
-                                                   r[f"{s}_std"] != r[f"{s}_std"]
-                                                   else f" ± {r[f'{s}_std']:.4f}")
-                     for s in ("valid", "test")]
-            style = "[bold]" if r["chosen"] else "[not bold]"
             table.add_row(r["mode"], r["setting"], f"{r['beta']:g}",
-                          *(f"{style}{c}[/]" for c in cells))
+                          *(cell_text(r[f"{s}_ndcg@10"], r[f"{s}_std"], bold=bool(r["chosen"]))
+                            for s in ("valid", "test")))
         show(table, markdown=markdown, console=console)
         summary = fusion.summary(f)
         best = "no simple model runs" if f.best is None else \
@@ -75,21 +72,14 @@ def register(app: typer.Typer) -> None:
                               f"defaults: {f.count_test:.4f}) and vs the {best}; goal "
                               f"{fusion.GOAL:.2f}x the best, Wilcoxon p < {fusion.ALPHA}")
 
-        def p(x: float | None) -> str:
-            return "-" if x is None or x != x else f"{x:.2g}"
-
         for col in ("mode", "chosen", "test NDCG@10", f"x {with_}", f"p vs {with_}", "x best",
                     "p vs best", "goal"):
             verdict.add_column(col, justify="left" if col in ("mode", "chosen") else "right")
         for _, r in summary.iterrows():
-            std = "" if r["test_std"] is None or r["test_std"] != r["test_std"] \
-                else f" ± {r['test_std']:.4f}"
-            verdict.add_row(r["mode"], r["chosen"], f"{r['test_ndcg@10']:.4f}{std}",
-                            f"{r['ratio_count']:.3f}", p(r["wilcoxon_p_count"]),
+            verdict.add_row(r["mode"], r["chosen"], cell_text(r["test_ndcg@10"], r["test_std"]),
+                            f"{r['ratio_count']:.3f}", p_text(r["wilcoxon_p_count"]),
                             "-" if r["ratio_best"] is None else f"{r['ratio_best']:.3f}",
-                            p(r["wilcoxon_p_best"]),
+                            p_text(r["wilcoxon_p_best"]),
                             "reached" if r["goal_reached"] else "not reached")
         show(verdict, markdown=markdown, console=console, json_rows=summary if json_out else None)
-        stem = f"fuse_{dataset}_{model}_{with_}"
-        f.table.insert(0, "dataset", dataset)
-        save_csv(f.table, rdir / f"{stem}.csv", output, key=["dataset"])
+        save_csv(f.table, rdir / f"fuse_{dataset}_{model}_{with_}.csv", output, key=["dataset"])

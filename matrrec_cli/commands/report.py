@@ -14,6 +14,7 @@ from matrrec_cli.commands.tables import (
     MarkdownOpt,
     OutputOpt,
     ResultsDirOpt,
+    p_text,
     print_json,
     save_csv,
     show,
@@ -354,6 +355,7 @@ def shuffle(
     from rich.console import Console
     from rich.table import Table
 
+    from matrrec_cli.commands.experiments import cell_text
     from matrrec_cli.experiments import shuffle as sh
     from matrrec_cli.paths import results_dir as results_path
 
@@ -368,12 +370,10 @@ def shuffle(
     for _, r in df.iterrows():
         table.add_row(
             r["dataset"], r["model"],
-            f"{r['ordered']:.4f} ± {r['ordered_std']:.4f} ({r['ordered_seeds']})",
-            f"{r['shuffled']:.4f} ± {r['shuffled_std']:.4f} ({r['shuffled_seeds']})",
+            *(f"{cell_text(r[k], r[f'{k}_std'])} ({r[f'{k}_seeds']})"
+              for k in ("ordered", "shuffled")),
             "-" if r["change_pct"] is None else f"{r['change_pct']:+.1f}%",
-            *("-" if r[k] is None or r[k] != r[k] else f"{r[k]:.2g}"
-              for k in ("welch_p", "wilcoxon_p")),
-            r["departures"] or "-")
+            p_text(r["welch_p"]), p_text(r["wilcoxon_p"]), r["departures"] or "-")
     console = Console(stderr=json_out)
     show(table, markdown=markdown, console=console, json_rows=df if json_out else None)
     if todo:

@@ -105,6 +105,11 @@ OutputOpt = Annotated[Path | None, typer.Option(
 _STYLES = (("bold", "**{}**"), ("underline", "<u>{}</u>"), ("dim", "*{}*"))
 
 
+def p_text(p: float | None) -> str:
+    """A p-value cell: two significant digits, "-" where no test ran (None or NaN)."""
+    return "-" if p is None or p != p else f"{p:.2g}"
+
+
 def markdown_cell(markup: str) -> str:
     """One Rich-markup cell as Markdown text; a literal `*` (a significance mark) is escaped so
     that it never pairs with the emphasis of a neighbouring span."""

@@ -34,11 +34,13 @@ import pandas as pd
 import torch
 
 from matrrec_cli.errors import MatrrecError
-from matrrec_cli.experiments.significance import ndcg10, test_ranks, wilcoxon_p
+from matrrec_cli.experiments.runner import mean_std
+from matrrec_cli.experiments.significance import ndcg10, test_ranks, wilcoxon_users
 from matrrec_cli.experiments.table2 import Selection, chosen_runs
 from matrrec_cli.models import build_model, get_model_class, model_names
 from matrrec_cli.train import pipeline, runs
 from matrrec_cli.train.checkpoint import load_checkpoint, restore
+from matrrec_cli.train.evaluate import fit_known
 from matrrec_cli.train.metrics import ranks_from_scores
 from matrrec_cli.train.samples import make_batch
 
@@ -85,8 +87,8 @@ def best_simple(results_dir: str | Path, dataset: str, selection: Selection | No
         return None
     (_, name), members = max(cells.items(), key=lambda kv: statistics.fmean(
         m["test"]["ndcg@10"] for _, _, m in kv[1]))
-    per_user = pd.concat([pd.Series(ndcg10(test_ranks(r).to_numpy(dtype=float)),
-                                    index=test_ranks(r).index) for r, _, _ in members], axis=1)
+    ranks = pd.concat([test_ranks(r) for r, _, _ in members], axis=1)  # users x seeds
+    per_user = pd.DataFrame(ndcg10(ranks.to_numpy(dtype=float)), index=ranks.index)
     return (name, statistics.fmean(m["test"]["ndcg@10"] for _, _, m in members),
             per_user.mean(axis=1))
 
@@ -108,7 +110,7 @@ def _count_model(count: str, data: Any, split: str, setting: tuple, *, tie_break
     if m.trainable:
         raise MatrrecError(f"--with {count}: not a count model (markov, sr, itemknn, sknn, "
                            "vsknn, ease or pop)")
-    m.fit_data(data.sequences(split).items, data.seqs.offsets, split=split)
+    fit_known(m, data, split)
     return m
 
 
@@ -123,7 +125,7 @@ def _log_q(m: Any, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def _ranks(scores: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    scores = scores.clone()
+    """Ranks of `scores` (a fresh tensor: its padding column is overwritten in place)."""
     scores[:, 0] = -torch.inf  # padding is never a candidate, as in evaluation
     return ranks_from_scores(scores, target).numpy()
 
@@ -151,7 +153,8 @@ def fuse(results_dir: str | Path, dataset: str, *, model: str = "matrrec", count
         nets.append(net.eval())
     grid = settings(count)
     cands = [Candidate(mode, s, b) for mode in MODES for s in grid for b in BETAS]
-    ndcg: dict[tuple[Candidate, str], list[np.ndarray]] = {}  # per seed (or one), per user
+    n_dists = {"seed": len(nets), "ensemble": 1}  # the distributions each mode fuses
+    ndcg: dict[tuple[Candidate, str], list[np.ndarray]] = {}  # per user, one per distribution
     users: dict[str, np.ndarray] = {}
     count_ndcg: dict[str, np.ndarray] = {}
     for split in SPLITS:
@@ -168,35 +171,39 @@ def fuse(results_dir: str | Path, dataset: str, *, model: str = "matrrec", count
             with torch.no_grad():
                 logp = [torch.log_softmax(n.full_sort_scores(batch.item_seq, batch.lengths)
                                           .double(), dim=1) for n in nets]  # S x (B, N)
-                ens = torch.log(torch.stack([lp.exp() for lp in logp]).mean(dim=0))
+                dists = {"seed": logp,
+                         "ensemble": [torch.log(torch.stack([lp.exp() for lp in logp])
+                                                .mean(dim=0))]}
                 alone_parts.append(_ranks(alone.full_sort_scores(batch.item_seq,
                                                                  batch.lengths).double(),
                                           batch.target))
+                # beta 0 is the network alone, whatever the count setting: ranked once
+                net_alone = {(mode, i): _ranks(lp.clone(), batch.target)
+                             for mode, lps in dists.items() for i, lp in enumerate(lps)}
                 for s, m in models.items():
                     lq = _log_q(m, batch.item_seq, batch.lengths)
                     for c in (c for c in cands if c.setting == s):
-                        for i, lp in enumerate(logp if c.mode == "seed" else [ens]):
+                        for i, lp in enumerate(dists[c.mode]):
                             parts.setdefault((c, i), []).append(
-                                _ranks(lp + c.beta * lq, batch.target))
-        for (c, _), chunks in sorted(parts.items(), key=lambda kv: kv[0][1]):
-            ndcg.setdefault((c, split), []).append(ndcg10(np.concatenate(chunks).astype(float)))
+                                net_alone[(c.mode, i)] if c.beta == 0
+                                else _ranks(lp + c.beta * lq, batch.target))
+        for c in cands:
+            ndcg[(c, split)] = [ndcg10(np.concatenate(parts[(c, i)]).astype(float))
+                                for i in range(n_dists[c.mode])]
         count_ndcg[split] = ndcg10(np.concatenate(alone_parts).astype(float))
     rows = []
     for c in cands:
-        row: dict[str, Any] = {"mode": c.mode, "setting": ", ".join(
+        row: dict[str, Any] = {"dataset": dataset, "mode": c.mode, "setting": ", ".join(
             f"{k}={v}" for k, v in c.setting) or "defaults", "beta": c.beta}
         for split in SPLITS:
-            per_seed = [float(x.mean()) for x in ndcg[(c, split)]]
-            row[f"{split}_ndcg@10"] = statistics.fmean(per_seed)
-            row[f"{split}_std"] = statistics.stdev(per_seed) if len(per_seed) > 1 else None
+            row[f"{split}_ndcg@10"], row[f"{split}_std"] = mean_std(
+                [float(x.mean()) for x in ndcg[(c, split)]])
         rows.append(row)
     table = pd.DataFrame(rows)
-    chosen = {}
-    for mode in MODES:
-        mine = [c for c in cands if c.mode == mode]
-        # the highest mean validation NDCG@10; ties to the earlier (smaller beta, grid order)
-        chosen[mode] = max(mine, key=lambda c: (table.loc[cands.index(c), "valid_ndcg@10"],
-                                                -cands.index(c)))
+    # per mode the highest mean validation NDCG@10; idxmax keeps the first of equals (the
+    # smaller beta, the earlier grid point)
+    chosen = {mode: cands[table[table["mode"] == mode]["valid_ndcg@10"].idxmax()]
+              for mode in MODES}
     table["chosen"] = [c in chosen.values() for c in cands]
     per_user = {mode: pd.Series(np.mean(ndcg[(c, "test")], axis=0), index=users["test"])
                 for mode, c in chosen.items()}
@@ -211,11 +218,6 @@ def fuse(results_dir: str | Path, dataset: str, *, model: str = "matrrec", count
                   best_test=None if best is None else best[1])
 
 
-def _paired(a: pd.Series, b: pd.Series) -> float:
-    users = a.index.intersection(b.index)
-    return wilcoxon_p(a.loc[users], b.loc[users])
-
-
 GOAL = 1.10  # the issue's bar: 10 % above the best simple model
 
 
@@ -227,8 +229,8 @@ def summary(f: Fusion) -> pd.DataFrame:
     for mode, c in f.chosen.items():
         row = f.table[(f.table["mode"] == mode) & f.table["chosen"]].iloc[0]
         test = row["test_ndcg@10"]
-        p_count = _paired(f.per_user[mode], f.per_user["count"])
-        p_best = _paired(f.per_user[mode], f.per_user["best"]) if f.best else None
+        p_count = wilcoxon_users(f.per_user[mode], f.per_user["count"])
+        p_best = wilcoxon_users(f.per_user[mode], f.per_user["best"]) if f.best else None
         rows.append({"dataset": f.dataset, "model": f.model, "count": f.count, "mode": mode,
                      "seeds": len(f.seeds), "chosen": c.label,
                      "valid_ndcg@10": row["valid_ndcg@10"], "test_ndcg@10": test,

@@ -36,7 +36,7 @@ from matrrec_cli.train import pipeline
 from matrrec_cli.train.checkpoint import seed_everything
 from matrrec_cli.train.config import DEFAULT, RunOptions
 from matrrec_cli.train.device import resolve_device
-from matrrec_cli.train.evaluate import evaluate_split
+from matrrec_cli.train.evaluate import evaluate_split, fit_known
 from matrrec_cli.train.samples import epoch_batches, make_batch, trimmed_width
 from matrrec_cli.train.trainer import make_optimizer, train_step
 
@@ -84,7 +84,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         for samples in bs:
             if samples is None:
-                model.fit_data(data.sequences("test").items, data.seqs.offsets, split="test")
+                fit_known(model, data, "test")
                 model.to(device)
                 continue
             train_step(model, opt, make_batch(data, samples, split="train",

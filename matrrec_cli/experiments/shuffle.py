@@ -13,7 +13,6 @@ told from the scores.
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +20,8 @@ import pandas as pd
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.experiments.ablation import welch_p
 from matrrec_cli.experiments.claims import Vary, families
-from matrrec_cli.experiments.significance import ndcg10, test_ranks, wilcoxon_p
+from matrrec_cli.experiments.runner import mean_std
+from matrrec_cli.experiments.significance import ndcg10, test_ranks, wilcoxon_users
 from matrrec_cli.experiments.table2 import Selection
 from matrrec_cli.train.runs import finished_runs
 
@@ -61,31 +61,27 @@ def shuffle_table(results_dir: str | Path, datasets: list[str] | None = None,
     for ds in datasets:
         for model in models or MODELS:
             mine = [x for x in runs if x[1]["dataset"] == ds and x[1]["model"] == model]
-            both = [f for f in families(mine, _VARY) if True in f.points and False in f.points]
+            fams = families(mine, _VARY)
+            both = [f for f in fams if True in f.points and False in f.points]
             if not both:
-                have = {v for f in families(mine, _VARY) for v in f.points}
+                have = {v for f in fams for v in f.points}
                 todo += [command(ds, model, shuffled=s) for s in (False, True) if s not in have]
                 continue
             fam = both[0]
             ordered, shuffled = fam.points[False], fam.points[True]
-            mo, ms = statistics.fmean(ordered), statistics.fmean(shuffled)
+            (mo, so), (ms, ss) = mean_std(ordered), mean_std(shuffled)
             try:
-                shuffled_u, ordered_u = _per_user(fam.runs[True]), _per_user(fam.runs[False])
-                users = shuffled_u.index.intersection(ordered_u.index)
-                p_user = wilcoxon_p(shuffled_u.loc[users], ordered_u.loc[users])
+                p_user = wilcoxon_users(_per_user(fam.runs[True]), _per_user(fam.runs[False]))
             except MatrrecError:  # a run without ranks: the seed-level test still stands
                 p_user = None
             p_seed = welch_p(shuffled, ordered)
             rows.append({
                 "dataset": ds, "model": model,
-                "ordered": mo, "ordered_std": _std(ordered), "ordered_seeds": len(ordered),
-                "shuffled": ms, "shuffled_std": _std(shuffled), "shuffled_seeds": len(shuffled),
+                "ordered": mo, "ordered_std": so, "ordered_seeds": len(ordered),
+                "shuffled": ms, "shuffled_std": ss, "shuffled_seeds": len(shuffled),
                 "change_pct": 100 * (ms - mo) / mo if mo else None,
                 "welch_p": p_seed, "wilcoxon_p": p_user,
                 "order_matters": p_user is not None and p_user < ALPHA and ms < mo,
                 "departures": ", ".join(fam.departures)})
     return pd.DataFrame(rows), list(dict.fromkeys(todo))
 
-
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0

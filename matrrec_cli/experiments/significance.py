@@ -103,6 +103,12 @@ def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:
         return float(stats.wilcoxon(a, b).pvalue)
 
 
+def wilcoxon_users(a: pd.Series, b: pd.Series) -> float:
+    """`wilcoxon_p` of two per-user series (user -> value), paired on the users both have."""
+    users = a.index.intersection(b.index)
+    return wilcoxon_p(a.loc[users].to_numpy(), b.loc[users].to_numpy())
+
+
 def bh(ps: list[float]) -> list[float]:
     """Benjamini-Hochberg corrected p-values, in the order given."""
     from scipy import stats

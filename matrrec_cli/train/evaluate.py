@@ -77,6 +77,12 @@ def evaluate(
                       metrics=metrics_from_ranks(ranks))
 
 
+def fit_known(model: SequentialRecommender, data: SplitData, split: str) -> None:
+    """Give a count model what is known before `split`'s targets, in the order that split's
+    samples see (its own under the shuffle test); a trained model ignores it."""
+    model.fit_data(data.sequences(split).items, data.seqs.offsets, split=split)
+
+
 def ranks_frame(results: list[EvalResult]) -> pd.DataFrame:
     """Per-user ranks of several splits in one long table (user, split, rank) for significance
     tests (e.g. a paired Wilcoxon test between two runs' NDCG per user)."""

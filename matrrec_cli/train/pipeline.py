@@ -16,7 +16,7 @@ from matrrec_cli.train import distributed, runs
 from matrrec_cli.train.checkpoint import load_checkpoint, restore
 from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.device import resolve_device
-from matrrec_cli.train.evaluate import evaluate_split
+from matrrec_cli.train.evaluate import evaluate_split, fit_known
 from matrrec_cli.train.metrics import rounded
 from matrrec_cli.train.progress import Reporter
 from matrrec_cli.train.trainer import fit
@@ -114,7 +114,7 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
     model = model_builder(cfg, data.seqs.n_items)().to(dev)
     restore(model, load_checkpoint(run_dir / runs.BEST)["model"], run_dir / runs.BEST)
     # count models: the counts known before this split (see pop.py); a no-op for trained ones
-    model.fit_data(data.sequences(split_name).items, data.seqs.offsets, split=split_name)
+    fit_known(model, data, split_name)
     model.to(dev)
     if batch_size is not None:
         cfg = replace(cfg, eval_batch_size=batch_size)

@@ -47,7 +47,7 @@ from matrrec_cli.train.checkpoint import (
 )
 from matrrec_cli.train.config import TrainConfig
 from matrrec_cli.train.device import resolve_device
-from matrrec_cli.train.evaluate import evaluate_split, ranks_frame
+from matrrec_cli.train.evaluate import evaluate_split, fit_known, ranks_frame
 from matrrec_cli.train.metrics import rounded
 from matrrec_cli.train.progress import Reporter
 from matrrec_cli.train.samples import epoch_batches, make_batch
@@ -220,7 +220,7 @@ def fit_counts(cfg: TrainConfig, data: SplitData, model: SequentialRecommender, 
     t0 = time.perf_counter()
     results = []
     for split_name in ("valid", "test"):
-        model.fit_data(data.sequences(split_name).items, data.seqs.offsets, split=split_name)
+        fit_known(model, data, split_name)
         model.to(device)
         results.append(evaluate_split(model, data, cfg, split=split_name, device=device))
     main = distributed.world().rank == 0
