@@ -269,12 +269,13 @@ class Run:
 
 
 def load_run(path: str | Path, *, device: str = "auto", data_dir: str | None = None) -> Run:
-    """Load a run directory's best.pt with the data it was trained on, ready to recommend.
+    """Load a run directory's weights (best.pt; refit.pt for a refit run: the model that scored
+    the test) with the data it was trained on, ready to recommend.
     `data_dir`: where the dataset is prepared when not where the run recorded it."""
     run_dir = Path(path)
     cfg, metrics = runs.load_run(run_dir)
     dev = resolve_device(device)  # a bad device fails before any data is read
-    best = run_dir / runs.BEST
+    best = run_dir / runs.weights(cfg, "test")
     if not best.exists():
         raise MatrrecError(
             f"{best} is missing: the run is unfinished, or was trained elsewhere (a Ray worker) "

@@ -28,21 +28,25 @@ def register(app: typer.Typer) -> None:
         with_: Annotated[str, typer.Option(
             "--with", help="The count model: markov, sr, itemknn, sknn, vsknn, ease or pop.")
         ] = "sr",
+        tag: Annotated[str | None, typer.Option(
+            help="Fuse the runs of the recipe --set tag=NAME (its Table 2 column), e.g. refit.")
+        ] = None,
         data_dir: DataDirOpt = None, results_dir: ResultsDirOpt = None,
         include_capped: CappedOpt = False,
         output: OutputOpt = None, markdown: MarkdownOpt = False, json_out: JsonOpt = False,
     ) -> None:
         """Late fusion: log p_net + beta * log q_count, every choice made on validation.
 
-        Uses the runs Table 2 uses for --model (each seed's best.pt) and the count model's
+        Uses the runs Table 2 uses for --model (or its recipe --tag), each seed's weights
+        (best.pt; refit.pt scores the test of a refit run), and the count model's
         grid; beta in 0 (the network alone), 0.25, 0.5, 1, 2, 4; per seed ("seed": mean ± std)
         and with the seeds' distributions averaged ("ensemble"). Prints every candidate's
         validation and test NDCG@10, the ones validation chose, and their test NDCG@10 against
         the count model alone and against Table 2's best simple model (ratio, Wilcoxon over
         users; the goal is 1.10x the best). Writes
-        results/fuse_<dataset>_<model>_<count>.csv. Nothing is trained.
+        results/fuse_<dataset>_<model>[_<tag>]_<count>.csv. Nothing is trained.
 
-        Example: matrrec fuse --dataset musical --with sr
+        Example: matrrec fuse --dataset musical --with sr --tag refit
         """
         from rich.console import Console
         from rich.table import Table
@@ -53,10 +57,10 @@ def register(app: typer.Typer) -> None:
         from matrrec_cli.paths import results_dir as results_path
 
         rdir = results_path(results_dir)
-        f = fusion.fuse(rdir, dataset, model=model, count=with_, data_dir=data_dir,
+        f = fusion.fuse(rdir, dataset, model=model, count=with_, tag=tag, data_dir=data_dir,
                         selection=Selection(include_capped=include_capped))
         console = Console(stderr=json_out)
-        table = Table(title=f"{dataset}: {model} ({len(f.seeds)} seeds) fused with {with_}, "
+        table = Table(title=f"{dataset}: {f.model}, {len(f.seeds)} seeds, fused with {with_}, "
                             "test and valid NDCG@10 (chosen on valid in bold)")
         for col in ("mode", "setting", "beta", "valid", "test"):
             table.add_column(col, justify="left" if col in ("mode", "setting") else "right")
@@ -82,4 +86,5 @@ def register(app: typer.Typer) -> None:
                             p_text(r["wilcoxon_p_best"]),
                             "reached" if r["goal_reached"] else "not reached")
         show(verdict, markdown=markdown, console=console, json_rows=summary if json_out else None)
-        save_csv(f.table, rdir / f"fuse_{dataset}_{model}_{with_}.csv", output, key=["dataset"])
+        name = "_".join(x for x in (dataset, model, tag, with_) if x)
+        save_csv(f.table, rdir / f"fuse_{name}.csv", output, key=["dataset"])

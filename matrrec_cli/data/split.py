@@ -163,21 +163,34 @@ def split(seqs: Sequences, *, max_len: int, objective: str = "prefix",
         return Samples(a=np.maximum(lo, b - max_len), b=b, user=users, start=lo)
 
     valid, test = eval_samples(hi - 2), eval_samples(hi - 1)
-    if objective == "prefix":
-        # one sample per train target b in [lo+1, hi-3]; history is the most recent L items
-        b, row = _ranges(lo + 1, hi - 2)
-        a = np.maximum(lo[row], b - max_len)
-    else:
-        # windows of max_len targets tiled back from the last train target (see module doc)
-        n_targets = np.maximum(hi - 2 - (lo + 1), 0)
-        n_windows = -(-n_targets // max_len)  # ceil
-        w, row = _ranges(np.zeros_like(n_windows), n_windows)  # window index within the user
-        b = (hi[row] - 3) - w * max_len  # index of the window's last target
-        a = np.maximum(lo[row], b - max_len)
-        b = b.astype(np.int64)
-    train = Samples(a=a, b=b, user=users[row], start=lo[row])
+    train = _train_samples(lo, hi - 3, users, max_len=max_len, objective=objective)
     return SplitData(seqs=seqs, train=train, valid=valid, test=test, max_len=max_len,
                      objective=objective, dropped_users=int((~ok).sum()), test_seqs=test_seqs)
+
+
+def _train_samples(lo: np.ndarray, last: np.ndarray, users: np.ndarray, *, max_len: int,
+                   objective: str) -> Samples:
+    """Training samples of the targets lo+1..last of each user (`last` inclusive)."""
+    if objective == "prefix":
+        # one sample per target b in [lo+1, last]; history is the most recent L items
+        b, row = _ranges(lo + 1, last + 1)
+        a = np.maximum(lo[row], b - max_len)
+    else:
+        # windows of max_len targets tiled back from the last target (see module doc)
+        n_targets = np.maximum(last - lo, 0)
+        n_windows = -(-n_targets // max_len)  # ceil
+        w, row = _ranges(np.zeros_like(n_windows), n_windows)  # window index within the user
+        b = last[row] - w * max_len  # index of the window's last target
+        a = np.maximum(lo[row], b - max_len)
+        b = b.astype(np.int64)
+    return Samples(a=a, b=b, user=users[row], start=lo[row])
+
+
+def refit_samples(data: SplitData) -> Samples:
+    """The training samples of `data` with each user's valid target added (the refit option:
+    train again on everything known before the test target)."""
+    return _train_samples(data.valid.start, data.valid.b, data.valid.user,
+                          max_len=data.max_len, objective=data.objective)
 
 
 def known_positions(offsets: np.ndarray, held_out: int) -> np.ndarray:

@@ -131,29 +131,39 @@ def _ranks(scores: torch.Tensor, target: torch.Tensor) -> np.ndarray:
 
 
 def fuse(results_dir: str | Path, dataset: str, *, model: str = "matrrec", count: str = "sr",
-         data_dir: str | Path | None = None, selection: Selection | None = None,
-         batch_size: int = 1024) -> Fusion:
+         tag: str | None = None, data_dir: str | Path | None = None,
+         selection: Selection | None = None, batch_size: int = 1024) -> Fusion:
     """Every candidate's validation and test NDCG@10 over the runs Table 2 uses for `model` on
-    `dataset` (their best.pt), the candidates validation chooses, and per-user test NDCG@10."""
-    members = chosen_runs(results_dir, [dataset], [model], selection).get((dataset, model))
+    `dataset` (the column "model (tag)" with a `tag`), each split scored by the weights that
+    scored it in training (best.pt; refit.pt for the test of a refit run), the candidates
+    validation chooses, and per-user test NDCG@10."""
+    column = model + (f" ({tag})" if tag else "")
+    selection = selection or Selection()
+    mine = dataclasses.replace(selection, tags=(tag,)) if tag else selection
+    members = chosen_runs(results_dir, [dataset], [model], mine).get((dataset, column))
     if not members:
-        raise MatrrecError(f"no finished {model} runs on {dataset}; run matrrec train --dataset "
-                           f"{dataset} --model {model} --seeds 5 first")
-    missing = [str(r) for r, _, _ in members if not (r / runs.BEST).exists()]
-    if missing:
-        raise MatrrecError(f"{missing[0]} has no {runs.BEST} (a Ray run without "
-                           "--keep-checkpoints?); fusion needs each seed's weights")
+        raise MatrrecError(f"no finished {column} runs on {dataset}; run matrrec train --dataset "
+                           f"{dataset} --model {model} --seeds 5"
+                           + (f" --set tag={tag}" if tag else "") + " first")
     cfgs = [runs.load_run(r)[0] for r, _, _ in members]
     cfgs = [replace(c, data_dir=str(data_dir or c.data_dir)) for c in cfgs]
+    missing = [str(r / runs.weights(c, s)) for (r, _, _), c in zip(members, cfgs, strict=True)
+               for s in SPLITS if not (r / runs.weights(c, s)).exists()]
+    if missing:
+        raise MatrrecError(f"{missing[0]} is missing (a Ray run without --keep-checkpoints?); "
+                           "fusion needs each seed's weights")
     data = pipeline.load_split(cfgs[0])  # the split is the same for every seed
-    nets = []
-    for (run, _, _), cfg in zip(members, cfgs, strict=True):
-        net = pipeline.model_builder(cfg, data.seqs.n_items)()
-        restore(net, load_checkpoint(run / runs.BEST)["model"], run / runs.BEST)
-        nets.append(net.eval())
+    nets: dict[str, list[Any]] = {}  # split -> one network per seed
+    for split in SPLITS:
+        nets[split] = []
+        for (run, _, _), cfg in zip(members, cfgs, strict=True):
+            net = pipeline.model_builder(cfg, data.seqs.n_items)()
+            path = run / runs.weights(cfg, split)
+            restore(net, load_checkpoint(path)["model"], path)
+            nets[split].append(net.eval())
     grid = settings(count)
     cands = [Candidate(mode, s, b) for mode in MODES for s in grid for b in BETAS]
-    n_dists = {"seed": len(nets), "ensemble": 1}  # the distributions each mode fuses
+    n_dists = {"seed": len(members), "ensemble": 1}  # the distributions each mode fuses
     ndcg: dict[tuple[Candidate, str], list[np.ndarray]] = {}  # per user, one per distribution
     users: dict[str, np.ndarray] = {}
     count_ndcg: dict[str, np.ndarray] = {}
@@ -170,7 +180,7 @@ def fuse(results_dir: str | Path, dataset: str, *, model: str = "matrrec", count
                                split=split)
             with torch.no_grad():
                 logp = [torch.log_softmax(n.full_sort_scores(batch.item_seq, batch.lengths)
-                                          .double(), dim=1) for n in nets]  # S x (B, N)
+                                          .double(), dim=1) for n in nets[split]]  # S x (B, N)
                 dists = {"seed": logp,
                          "ensemble": [torch.log(torch.stack([lp.exp() for lp in logp])
                                                 .mean(dim=0))]}
@@ -211,7 +221,7 @@ def fuse(results_dir: str | Path, dataset: str, *, model: str = "matrrec", count
     best = best_simple(results_dir, dataset, selection)
     if best is not None:
         per_user["best"] = best[2]
-    return Fusion(dataset=dataset, model=model, count=count,
+    return Fusion(dataset=dataset, model=column, count=count,
                   seeds=[c.seed for c in cfgs], table=table, chosen=chosen, per_user=per_user,
                   count_test=float(count_ndcg["test"].mean()),
                   best=None if best is None else best[0],

@@ -126,7 +126,7 @@ def _mlflow_fill(client: Any, rid: str, run_dir: Path, cfg: dict[str, Any],
                          tags=[RunTag("matrrec.best_epoch", str(metrics["best_epoch"]))]
                          if i == 0 else [])
     for path in sorted(run_dir.iterdir()):
-        if path.is_file() and path.name not in (runs.BEST, runs.LAST) and \
+        if path.is_file() and path.name not in runs.CHECKPOINTS and \
                 path.stat().st_size <= ARTIFACT_LIMIT:
             client.log_artifact(rid, str(path))
 

@@ -56,6 +56,7 @@ def save(obj: dict[str, Any], path: Path) -> None:
 
 LAST_KEYS = ("model", "optimizer", "epoch", "early_stopping", "history", "elapsed", "rng",
              "config_hash")
+REFIT_KEYS = ("model", "optimizer", "epoch", "elapsed", "rng", "config_hash")
 
 
 def load_checkpoint(path: Path, keys: tuple[str, ...] = ("model",)) -> dict[str, Any]:
@@ -79,6 +80,8 @@ def load_checkpoint(path: Path, keys: tuple[str, ...] = ("model",)) -> dict[str,
 REBUILD = {  # what a user does about a bad checkpoint, by file name
     "last.pt": "delete it and train without --resume (the run starts over)",
     "best.pt": "delete the run directory and train it again",
+    "refit_last.pt": "delete it and train with --resume (the refit starts over)",
+    "refit.pt": "delete it and train with --resume (the refit runs again)",
 }
 
 

@@ -107,6 +107,11 @@ class TrainConfig:
     # Klenitskiy et al., RecSys 2024: how much of a score comes from the order of histories
     shuffle_history: bool = knob(False, "the shuffle test: each user's history in a random order "
                                         "drawn from the seed (targets unchanged)", late=True)
+    # under leave-one-out the test history ends with the valid item, which count models count
+    # at test time and an early-stopped network never trained on (docs/measurements.md)
+    refit: bool = knob(False, "after early stopping, train again from the seed on the train and "
+                              "valid targets for the best epoch count; the test uses those "
+                              "weights", late=True)
     # --- where it runs: cannot change a number -----------------------------------------------
     device: str = dataclasses.field(default="auto", metadata={"semantic": False})
     data_dir: str = dataclasses.field(default="data", metadata={"semantic": False})

@@ -100,19 +100,22 @@ def _train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[
 def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = None,
                  mask_history: bool | None = None, data_dir: str | None = None,
                  batch_size: int | None = None) -> dict[str, Any]:
-    """Reload best.pt of a run and recompute one split's metrics; compare with the stored ones."""
+    """Reload the weights that scored one split of a run (best.pt; refit.pt for the test of a
+    refit run) and recompute its metrics; compare with the stored ones."""
 
     run_dir = Path(run_dir)
     cfg, stored = runs.load_run(run_dir)
-    if not (run_dir / runs.BEST).exists():
-        raise MatrrecError(f"{run_dir} has no {runs.BEST} yet; train it (matrrec train --resume)")
+    weights = run_dir / runs.weights(cfg, split_name)
+    if not weights.exists():
+        raise MatrrecError(f"{run_dir} has no {weights.name} yet; train it (matrrec train "
+                           "--resume)")
     same_protocol = mask_history is None or mask_history == cfg.mask_history
     cfg = replace(cfg, data_dir=data_dir or cfg.data_dir,
                   mask_history=cfg.mask_history if mask_history is None else mask_history)
     data = load_split(cfg)
     dev = resolve_device(device or "auto")
     model = model_builder(cfg, data.seqs.n_items)().to(dev)
-    restore(model, load_checkpoint(run_dir / runs.BEST)["model"], run_dir / runs.BEST)
+    restore(model, load_checkpoint(weights)["model"], weights)
     # count models: the counts known before this split (see pop.py); a no-op for trained ones
     fit_known(model, data, split_name)
     model.to(dev)

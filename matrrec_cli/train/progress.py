@@ -75,6 +75,18 @@ class Reporter:
                 self._progress.reset(self._batches, description=f"epoch {record['epoch'] + 1}",
                                      info="loss -")
 
+    def refit_epoch(self, record: dict[str, Any]) -> None:
+        """An epoch of the refit (no validation: the epoch count was chosen by it)."""
+        if not self.enabled:
+            return
+        self.note(f"refit epoch {record['epoch']:3d}/{self._total}  loss {record['loss']:.4f}  "
+                  f"{record['seconds']:.1f}s")
+        if self._progress is not None:
+            self._progress.update(self._epochs, completed=record["epoch"], info="refit")
+            if record["epoch"] < self._total:
+                self._progress.reset(self._batches, description=f"refit epoch "
+                                     f"{record['epoch'] + 1}", info="loss -")
+
     def stop(self) -> None:
         if self._progress is not None:
             self._progress.stop()

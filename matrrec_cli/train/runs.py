@@ -34,6 +34,14 @@ CONFIG, METRICS, HISTORY, RANKS, ENV = (
     "config.json", "metrics.json", "history.jsonl", "ranks.parquet", "env.json",
 )
 LAST, BEST = "last.pt", "best.pt"
+REFIT, REFIT_LAST = "refit.pt", "refit_last.pt"  # the refit option (trainer.refit)
+CHECKPOINTS = (BEST, LAST, REFIT, REFIT_LAST)
+
+
+def weights(cfg: TrainConfig, split: str) -> str:
+    """The checkpoint that scores `split` (and recommends, as "test"): refit.pt for the test of
+    a run with the refit option, else best.pt."""
+    return REFIT if cfg.refit and split == "test" else BEST
 
 
 class RunBusy(MatrrecError):
@@ -83,8 +91,9 @@ RECORD_FILES = (CONFIG, ENV, HISTORY, RANKS, METRICS)  # a finished run, without
 
 def pack_run(run_dir: Path, *, checkpoints: bool = False) -> dict[str, bytes]:
     """A finished run's files by name, to send from the machine that trained it (a Ray worker)
-    to the one that keeps the results; checkpoints (best.pt, last.pt) only when asked."""
-    names = [*RECORD_FILES, *((BEST, LAST) if checkpoints else ())]
+    to the one that keeps the results; checkpoints (best.pt, last.pt, refit.pt) only when
+    asked."""
+    names = [*RECORD_FILES, *((BEST, LAST, REFIT) if checkpoints else ())]
     return {n: (run_dir / n).read_bytes() for n in names if (run_dir / n).exists()}
 
 

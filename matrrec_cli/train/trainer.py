@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from matrrec_cli.data.split import SplitData
+from matrrec_cli.data.split import Samples, SplitData, refit_samples
 from matrrec_cli.env import environment
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.io import atomic_open, atomic_path, write_json
@@ -38,6 +38,7 @@ from matrrec_cli.train import distributed, runs
 from matrrec_cli.train.checkpoint import (
     LAST_KEYS,
     REBUILD,
+    REFIT_KEYS,
     load_checkpoint,
     restore,
     rng_state,
@@ -121,6 +122,10 @@ def fit(
     seed_everything(cfg.seed)  # again right before the model is built, as run_recbole
     model = build().to(device)  # the same seed: the same initial weights on every rank
     if not model.trainable:
+        if cfg.refit:
+            raise MatrrecError(f"--set refit=true: {cfg.model} is a count model, which counts "
+                               "everything known before each target already; refit is for "
+                               "trained models")
         return fit_counts(cfg, data, model, run_dir, device=device, reporter=reporter)
     if ranks.rank:  # each rank its own dropout masks; rank 0 draws what one process would
         torch.manual_seed(cfg.seed + ranks.rank)
@@ -153,7 +158,6 @@ def fit(
             f.writelines(json.dumps(h) + "\n" for h in history)
 
     train = data.train
-    lengths = train.lengths if cfg.bucket_by_length else None  # the pools' sort key
     n_batches = -(-len(train) // cfg.batch_size)
     stopped = es["bad"] > cfg.stopping_step  # a checkpoint of a run that had already stopped
     pause_epoch, _, pause_s = (os.environ.get(PAUSE_ENV) or "0:0").partition(":")
@@ -162,21 +166,9 @@ def fit(
     try:
         while epoch < cfg.epochs and not stopped:
             t0 = time.perf_counter()
-            model.train()
-            batches = epoch_batches(len(train), cfg.batch_size, gen, lengths=lengths)
-            total = 0.0
-            for i, idx in enumerate(batches):
-                def where(e: int = epoch, b: int = i) -> str:  # only called on a bad loss
-                    return (f"at epoch {e + 1}, batch {b + 1}; the last good checkpoint is "
-                            f"{last_path if e else 'none'}")
-                # on several ranks: this rank's shard (maybe empty), the gradient of all of it
-                part = idx if ranks.size == 1 else distributed.shard(idx, ranks.rank, ranks.size)
-                batch = make_batch(data, train.take(part), split="train", objective=cfg.objective,
-                                   trim=cfg.bucket_by_length).to(device) if len(part) else None
-                step = train_step if ranks.size == 1 else distributed.train_step
-                loss_value = step(model, optimizer, batch, where=where)
-                total += loss_value
-                reporter.batch(loss=loss_value)
+            total = train_epoch(model, optimizer, data, train, gen, cfg, device=device,
+                                reporter=reporter, where=lambda e=epoch: (
+                                    f"at epoch {e + 1}", last_path if e else None))
             valid = evaluate_split(model, data, cfg, split="valid", device=device)
             score = round(valid.metrics[VALID_METRIC], 4)
             epoch += 1
@@ -209,8 +201,105 @@ def fit(
                 time.sleep(float(pause_s))
     finally:
         reporter.stop()  # the live display never outlives the loop
+    refit_s = None
+    if cfg.refit:
+        if es["best_epoch"] is None:
+            raise MatrrecError("no epoch finished, so there is no epoch count to refit with; "
+                               "train longer")
+        refit_s = refit(cfg, data, build, run_dir, epochs=es["best_epoch"], device=device,
+                        reporter=reporter)
     return finish(cfg, data, run_dir, history=history, es=es, elapsed=elapsed,
-                  stopped=stopped, device=device, model=model)
+                  stopped=stopped, device=device, model=model, refit_seconds=refit_s)
+
+
+def train_epoch(model: SequentialRecommender, optimizer: torch.optim.Optimizer,
+                data: SplitData, samples: Samples, gen: torch.Generator, cfg: TrainConfig, *,
+                device: torch.device, reporter: Reporter,
+                where: Callable[[], tuple[str, Path | None]]) -> float:
+    """One pass over `samples` in the order `gen` draws; returns the summed batch losses.
+    `where()` names the epoch and the last good checkpoint, for a non-finite loss."""
+    ranks = distributed.world()
+    model.train()
+    lengths = samples.lengths if cfg.bucket_by_length else None  # the pools' sort key
+    total = 0.0
+    for i, idx in enumerate(epoch_batches(len(samples), cfg.batch_size, gen, lengths=lengths)):
+        def at(b: int = i) -> str:  # only called on a bad loss
+            epoch, last = where()
+            return f"{epoch}, batch {b + 1}; the last good checkpoint is {last or 'none'}"
+        # on several ranks: this rank's shard (maybe empty), the gradient of all of it
+        part = idx if ranks.size == 1 else distributed.shard(idx, ranks.rank, ranks.size)
+        batch = make_batch(data, samples.take(part), split="train", objective=cfg.objective,
+                           trim=cfg.bucket_by_length).to(device) if len(part) else None
+        step = train_step if ranks.size == 1 else distributed.train_step
+        loss_value = step(model, optimizer, batch, where=at)
+        total += loss_value
+        reporter.batch(loss=loss_value)
+    return total
+
+
+def refit(cfg: TrainConfig, data: SplitData, build: Callable[[], SequentialRecommender],
+          run_dir: Path, *, epochs: int, device: torch.device, reporter: Reporter) -> float:
+    """The refit option: a fresh model from the same seed, trained for `epochs` (the early-
+    stopped run's best epoch) on the train targets plus each user's valid target, saved as
+    refit.pt; the test is scored with it. Nothing is chosen here: the epoch count came from
+    validation. Resumable per epoch from refit_last.pt; returns its training seconds.
+
+    Why: under leave-one-out the test history ends with the valid item, which count models
+    count at test time but an early-stopped network was never trained on; refitting gives the
+    network the same information."""
+    ranks = distributed.world()
+    main = ranks.rank == 0
+    if (run_dir / runs.REFIT).exists():  # finished before an interruption of finish()
+        return float(load_checkpoint(run_dir / runs.REFIT, ("seconds",))["seconds"])
+    samples = refit_samples(data)
+    seed_everything(cfg.seed)
+    model = build().to(device)
+    if ranks.rank:
+        torch.manual_seed(cfg.seed + ranks.rank)
+    optimizer = make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start, elapsed = 0, 0.0
+    last_path = run_dir / runs.REFIT_LAST
+    if last_path.exists():
+        ck = load_checkpoint(last_path, REFIT_KEYS)
+        if ck["config_hash"] != cfg.config_hash():
+            raise MatrrecError(f"{last_path} belongs to another configuration; start a new run")
+        restore(model, ck["model"], last_path)
+        try:
+            optimizer.load_state_dict(ck["optimizer"])
+            start, elapsed = int(ck["epoch"]), float(ck["elapsed"])
+            every_rng = ck.get("rng_ranks") or [ck["rng"]]
+            set_rng_state(every_rng[ranks.rank] if len(every_rng) == ranks.size else ck["rng"],
+                          gen)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise MatrrecError(f"{last_path} is corrupt ({type(exc).__name__}); "
+                               f"{REBUILD[last_path.name]}") from None
+        reporter.note(f"resuming the refit after epoch {start}")
+    n_batches = -(-len(samples) // cfg.batch_size)
+    reporter.note(f"refit: {epochs} epochs on {len(samples)} rows (train + valid targets)")
+    reporter.start(total_epochs=epochs, n_batches=n_batches, first_epoch=start)
+    try:
+        for epoch in range(start, epochs):
+            t0 = time.perf_counter()
+            total = train_epoch(model, optimizer, data, samples, gen, cfg, device=device,
+                                reporter=reporter, where=lambda e=epoch: (
+                                    f"at refit epoch {e + 1}", last_path if e else None))
+            elapsed += time.perf_counter() - t0
+            rng = rng_state(gen)
+            every_rng = distributed.gather_to_main(rng) if ranks.size > 1 else None
+            if main:
+                extra = {"rng_ranks": every_rng} if every_rng else {}
+                save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "epoch": epoch + 1, "elapsed": elapsed, "rng": rng,
+                      "config_hash": cfg.config_hash(), **extra}, last_path)
+            reporter.refit_epoch({"epoch": epoch + 1, "loss": total / n_batches,
+                                  "seconds": round(time.perf_counter() - t0, 3)})
+    finally:
+        reporter.stop()
+    if main:
+        save({"model": model.state_dict(), "epoch": epochs, "seconds": elapsed,
+              "config_hash": cfg.config_hash()}, run_dir / runs.REFIT)
+    return elapsed
 
 
 def fit_counts(cfg: TrainConfig, data: SplitData, model: SequentialRecommender, run_dir: Path,
@@ -244,23 +333,27 @@ def fit_counts(cfg: TrainConfig, data: SplitData, model: SequentialRecommender, 
 def finish(
     cfg: TrainConfig, data: SplitData, run_dir: Path, *, history: list[dict[str, Any]],
     es: dict[str, Any], elapsed: float, stopped: bool, device: torch.device,
-    model: SequentialRecommender,
+    model: SequentialRecommender, refit_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Reload best.pt, evaluate valid and test, write ranks and metrics.json."""
+    """Reload best.pt (refit.pt for the test under the refit option), evaluate valid and test,
+    write ranks and metrics.json."""
     if es["best_epoch"] is None:
         raise MatrrecError("no epoch finished, so there is no best state to test; train longer")
-    distributed.barrier()  # every rank reads the best.pt that rank 0 has finished writing
-    restore(model, load_checkpoint(run_dir / runs.BEST)["model"], run_dir / runs.BEST)
-    results = [evaluate_split(model, data, cfg, split=s, device=device)
-               for s in ("valid", "test")]
+    distributed.barrier()  # every rank reads the checkpoints rank 0 has finished writing
+    results = []
+    for split in ("valid", "test"):
+        path = run_dir / runs.weights(cfg, split)
+        restore(model, load_checkpoint(path)["model"], path)
+        results.append(evaluate_split(model, data, cfg, split=split, device=device))
     return write_results(cfg, data, run_dir, results, history=history, es=es, elapsed=elapsed,
-                         stopped=stopped, device=device, model=model)
+                         stopped=stopped, device=device, model=model,
+                         refit_seconds=refit_seconds)
 
 
 def write_results(
     cfg: TrainConfig, data: SplitData, run_dir: Path, results: list[Any], *,
     history: list[dict[str, Any]], es: dict[str, Any], elapsed: float, stopped: bool,
-    device: torch.device, model: SequentialRecommender,
+    device: torch.device, model: SequentialRecommender, refit_seconds: float | None = None,
 ) -> dict[str, Any]:
     """ranks.parquet, env.json and (last, marking the run finished) metrics.json (rank 0 writes;
     every rank returns the same metrics, computed from every user's rank)."""
@@ -276,6 +369,9 @@ def write_results(
         "config_hash": cfg.config_hash(), "n_users": len(valid.users),
         "n_train_rows": len(data.train),
     }
+    if refit_seconds is not None:  # wall_seconds stays the early-stopped training's
+        metrics["refit_epochs"] = es["best_epoch"]
+        metrics["refit_seconds"] = round(refit_seconds, 3)
     ranks = distributed.world()
     if ranks.size > 1:  # how many ranks trained it (a plain process's record stays as it was)
         metrics["world_size"] = ranks.size
