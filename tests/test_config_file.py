@@ -32,6 +32,17 @@ def test_the_faithful_run_files_name_the_faithful_configuration(name: str) -> No
     assert _resolve(CONFIGS / name).config_hash() == faithful.config_hash()
 
 
+def test_the_refit_run_file_is_the_refit_command() -> None:
+    """configs/refit-musical.toml and `--set refit=true --set tag=refit --set
+    skip_padding=true` are one configuration (its finished runs are the same cell)."""
+    by_file = _resolve(CONFIGS / "refit-musical.toml")
+    by_flags = resolve(RunOptions("musical", sets=("refit=true", "tag=refit",
+                                                   "skip_padding=true")), prepared=False)
+    assert by_file.refit
+    assert by_file.tag == "refit"
+    assert by_file.config_hash() == by_flags.config_hash()
+
+
 def test_flags_override_the_file_and_each_value_names_its_source(tmp_path: Path) -> None:
     run = tmp_path / "run.toml"
     run.write_text('dataset = "ml-100k"\nmodel = "sasrec"\n[trainer]\nepochs = 7\nlr = 0.002\n'

@@ -121,6 +121,25 @@ def test_two_ranks_evaluate_like_one_process(runs_1_and_2) -> None:
         assert mine["rank"].tolist() == res.ranks.tolist()
 
 
+def test_two_ranks_refit_as_one_process(data_dir: Path, tmp_path: Path) -> None:
+    """The refit option's second training (train + valid targets) shards like the first: the
+    test metrics of one process and of two ranks agree, and refit.pt scores the test."""
+    out = []
+    for nproc in ("1", "2"):
+        results = tmp_path / f"results{nproc}"
+        with pytest.raises(SystemExit) as e:
+            main(["train", *ARGS, "--dropout", "0", "--set", "refit=true", "--data-dir",
+                  str(data_dir), "--results-dir", str(results), "--nproc-per-node", nproc])
+        assert e.value.code in (0, None)
+        (run,) = (results / "runs" / "cyc" / "sasrec").iterdir()
+        assert (run / runs.REFIT).exists()
+        assert not (run / runs.REFIT).with_suffix(".pt.tmp").exists()
+        out.append(json.loads((run / runs.METRICS).read_text()))
+    one, two = out
+    assert one["refit_epochs"] == two["refit_epochs"] >= 1
+    assert max(_rel(one["test_full"][k], two["test_full"][k]) for k in one["test_full"]) <= REL
+
+
 def test_only_rank_0_wrote_the_run(runs_1_and_2) -> None:
     _, two = runs_1_and_2
     root = two.parents[2]  # results/runs
