@@ -250,6 +250,11 @@ def test_claim4_sweeps(tmp_path: Path, shape: str, expected: str) -> None:
     if shape == "other":
         assert parts.loc["dropout", "verdict"] == "does not hold"
         assert "significantly better: 0.3" in parts.loc["dropout", "evidence"]
+        # the best point's lead over each of its neighbours, tested as the claimed one's is
+        assert "best 0.3 vs 0.2: Welch p" in parts.loc["dropout", "evidence"]
+        assert "best 0.3 vs 0.4: Welch p" in parts.loc["dropout", "evidence"]
+    else:
+        assert "; best 0.4 vs" not in parts.loc["dropout", "evidence"]  # said once, as claimed
     if shape == "peak":
         assert "70 vs 50: -" in parts.loc["max_len", "evidence"]
         assert "(falls" in parts.loc["max_len", "evidence"]

@@ -490,7 +490,12 @@ def _sweep_part(dataset: str, name: str, claimed: Any, runs: list[tuple[Path, di
         kind = HOLDS
     else:
         kind = UNSURE
+    b = values.index(best)
+    best_lead = {v: welch_p(fam.points[best], fam.points[v])
+                 for v in values[max(0, b - 1):b] + values[b + 1:b + 2]}
     text = (f"{name}: mean test NDCG@10 {points}; best {best}, claimed {claimed}"
+            + ("" if best == key else "".join(f"; best {best} vs {v}: Welch p {_p(p)}"
+                                              for v, p in best_lead.items()))
             + "".join(f"; {claimed} vs {v}: Welch p {_p(p)}" for v, p in lead.items())
             + (f"; significantly better: {', '.join(map(str, above))}" if above else ""))
     if name == "max_len":
