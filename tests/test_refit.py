@@ -141,3 +141,13 @@ def test_default_config_hash_is_unchanged_by_the_knob(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path)
     assert "refit" not in cfg.semantic()  # a late knob at its default stays out of the hash
     assert dataclasses.replace(cfg, refit=True).semantic()["refit"] is True
+
+
+def test_a_corrupt_refit_checkpoint_is_one_error_naming_it(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, refit=True)
+    run_dir = runs.new_run_dir(cfg)
+    with pytest.raises(_Interrupt):
+        run(cfg, run_dir, reporter=_interrupt_refit_at(1))
+    (run_dir / runs.REFIT_LAST).write_bytes(b"not a checkpoint")
+    with pytest.raises(MatrrecError, match=r"refit_last\.pt is corrupt .*the refit starts over"):
+        run(cfg, run_dir)

@@ -88,6 +88,29 @@ def train_step(model: SequentialRecommender, optimizer: torch.optim.Optimizer, b
     return value
 
 
+def resume_from(path: Path, keys: tuple[str, ...], cfg: TrainConfig,
+                model: SequentialRecommender, optimizer: torch.optim.Optimizer,
+                gen: torch.Generator) -> tuple[dict[str, Any], int, float]:
+    """Restore model, optimizer and this rank's random state from a per-epoch checkpoint (last.pt
+    or refit_last.pt, with at least `keys`); returns it, its epoch and its elapsed seconds."""
+    ranks = distributed.world()
+    ck = load_checkpoint(path, keys)
+    if ck["config_hash"] != cfg.config_hash():
+        raise MatrrecError(f"{path} belongs to another configuration; start a new run")
+    restore(model, ck["model"], path)
+    try:
+        optimizer.load_state_dict(ck["optimizer"])
+        epoch, elapsed = int(ck["epoch"]), float(ck["elapsed"])
+        every_rng = ck.get("rng_ranks") or [ck["rng"]]  # one per rank that trained it
+        set_rng_state(every_rng[ranks.rank] if len(every_rng) == ranks.size else ck["rng"], gen)
+        if ranks.rank and len(every_rng) != ranks.size:  # resumed on another number of ranks:
+            torch.manual_seed(cfg.seed + ranks.rank)  # the same data, new dropout masks
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise MatrrecError(f"{path} is corrupt ({type(exc).__name__}); "
+                           f"{REBUILD[path.name]}") from None
+    return ck, epoch, elapsed
+
+
 def early_stopping(
     es: dict[str, Any], score: float, *, epoch: int, stopping_step: int
 ) -> tuple[dict[str, Any], bool, bool]:
@@ -136,20 +159,10 @@ def fit(
     start_epoch, elapsed = 0, 0.0
     last_path = run_dir / runs.LAST
     if last_path.exists():  # resume: restore everything the next epoch depends on
-        ck = load_checkpoint(last_path, LAST_KEYS)
-        if ck["config_hash"] != cfg.config_hash():
-            raise MatrrecError(f"{last_path} belongs to another configuration; start a new run")
-        restore(model, ck["model"], last_path)
+        ck, start_epoch, elapsed = resume_from(last_path, LAST_KEYS, cfg, model, optimizer, gen)
         try:
-            optimizer.load_state_dict(ck["optimizer"])
             es, history = dict(ck["early_stopping"]), list(ck["history"])
-            start_epoch, elapsed = int(ck["epoch"]), float(ck["elapsed"])
-            every_rng = ck.get("rng_ranks") or [ck["rng"]]  # one per rank that trained it
-            set_rng_state(every_rng[ranks.rank] if len(every_rng) == ranks.size else ck["rng"],
-                          gen)
-            if ranks.rank and len(every_rng) != ranks.size:  # resumed on another number of
-                torch.manual_seed(cfg.seed + ranks.rank)  # ranks: the same data, new masks
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except (TypeError, ValueError) as exc:
             raise MatrrecError(f"{last_path} is corrupt ({type(exc).__name__}); "
                                f"{REBUILD[last_path.name]}") from None
         reporter.note(f"resuming {run_dir} after epoch {start_epoch}")
@@ -261,19 +274,7 @@ def refit(cfg: TrainConfig, data: SplitData, build: Callable[[], SequentialRecom
     start, elapsed = 0, 0.0
     last_path = run_dir / runs.REFIT_LAST
     if last_path.exists():
-        ck = load_checkpoint(last_path, REFIT_KEYS)
-        if ck["config_hash"] != cfg.config_hash():
-            raise MatrrecError(f"{last_path} belongs to another configuration; start a new run")
-        restore(model, ck["model"], last_path)
-        try:
-            optimizer.load_state_dict(ck["optimizer"])
-            start, elapsed = int(ck["epoch"]), float(ck["elapsed"])
-            every_rng = ck.get("rng_ranks") or [ck["rng"]]
-            set_rng_state(every_rng[ranks.rank] if len(every_rng) == ranks.size else ck["rng"],
-                          gen)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise MatrrecError(f"{last_path} is corrupt ({type(exc).__name__}); "
-                               f"{REBUILD[last_path.name]}") from None
+        _, start, elapsed = resume_from(last_path, REFIT_KEYS, cfg, model, optimizer, gen)
         reporter.note(f"resuming the refit after epoch {start}")
     n_batches = -(-len(samples) // cfg.batch_size)
     reporter.note(f"refit: {epochs} epochs on {len(samples)} rows (train + valid targets)")
