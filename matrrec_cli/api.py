@@ -275,10 +275,10 @@ def load_run(path: str | Path, *, device: str = "auto", data_dir: str | None = N
     run_dir = Path(path)
     cfg, metrics = runs.load_run(run_dir)
     dev = resolve_device(device)  # a bad device fails before any data is read
-    best = run_dir / runs.weights(cfg, "test")
-    if not best.exists():
+    weights = run_dir / runs.weights(cfg, "test")
+    if not weights.exists():
         raise MatrrecError(
-            f"{best} is missing: the run is unfinished, or was trained elsewhere (a Ray worker) "
+            f"{weights} is missing: the run is unfinished, or was trained elsewhere (a Ray worker) "
             "without its checkpoints; train it again locally, or with --keep-checkpoints")
     cfg = replace(cfg, data_dir=str(data_dir or cfg.data_dir))
     data = load_split(cfg)
@@ -290,6 +290,6 @@ def load_run(path: str | Path, *, device: str = "auto", data_dir: str | None = N
         raise MatrrecError(f"{where / USER_MAP} names users without interactions; run "
                            f"`{prepare_command(cfg.dataset, cfg.data_dir)}`")
     model = model_builder(cfg, data.seqs.n_items)()
-    restore(model, load_checkpoint(best)["model"], best)
+    restore(model, load_checkpoint(weights)["model"], weights)
     model.to(dev).eval()
     return Run(run_dir, cfg, metrics, model, data, users, items, dev)

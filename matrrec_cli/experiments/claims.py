@@ -481,18 +481,20 @@ def _sweep_part(dataset: str, name: str, claimed: Any, runs: list[tuple[Path, di
                     NONE, commands=(command,)), *details]
     above = [v for v in values if v != key and mean[v] > mean[key]
              and (p := welch_p(fam.points[v], fam.points[key])) is not None and p < ALPHA]
-    i = values.index(key)
-    neighbours = values[max(0, i - 1):i] + values[i + 1:i + 2]
-    lead = {v: welch_p(fam.points[key], fam.points[v]) for v in neighbours}
+    def lead_over_neighbours(v: Any) -> dict[Any, float | None]:
+        """Welch p of `v` against the values on either side of it."""
+        i = values.index(v)
+        return {n: welch_p(fam.points[v], fam.points[n])
+                for n in values[max(0, i - 1):i] + values[i + 1:i + 2]}
+
+    lead = lead_over_neighbours(key)
     if above:
         kind = FAILS
     elif best == key and all(p is not None and p < ALPHA for p in lead.values()):
         kind = HOLDS
     else:
         kind = UNSURE
-    b = values.index(best)
-    best_lead = {v: welch_p(fam.points[best], fam.points[v])
-                 for v in values[max(0, b - 1):b] + values[b + 1:b + 2]}
+    best_lead = lead_over_neighbours(best)
     text = (f"{name}: mean test NDCG@10 {points}; best {best}, claimed {claimed}"
             + ("" if best == key else "".join(f"; best {best} vs {v}: Welch p {_p(p)}"
                                               for v, p in best_lead.items()))

@@ -153,14 +153,16 @@ def fuse(results_dir: str | Path, dataset: str, *, model: str = "matrrec", count
         raise MatrrecError(f"{missing[0]} is missing (a Ray run without --keep-checkpoints?); "
                            "fusion needs each seed's weights")
     data = pipeline.load_split(cfgs[0])  # the split is the same for every seed
-    nets: dict[str, list[Any]] = {}  # split -> one network per seed
+    loaded: dict[Path, Any] = {}  # a checkpoint scoring both splits (best.pt) is loaded once
+    nets: dict[str, list[Any]] = {split: [] for split in SPLITS}  # one network per seed
     for split in SPLITS:
-        nets[split] = []
         for (run, _, _), cfg in zip(members, cfgs, strict=True):
-            net = pipeline.model_builder(cfg, data.seqs.n_items)()
             path = run / runs.weights(cfg, split)
-            restore(net, load_checkpoint(path)["model"], path)
-            nets[split].append(net.eval())
+            if path not in loaded:
+                loaded[path] = pipeline.model_builder(cfg, data.seqs.n_items)()
+                restore(loaded[path], load_checkpoint(path)["model"], path)
+                loaded[path].eval()
+            nets[split].append(loaded[path])
     grid = settings(count)
     cands = [Candidate(mode, s, b) for mode in MODES for s in grid for b in BETAS]
     n_dists = {"seed": len(members), "ensemble": 1}  # the distributions each mode fuses

@@ -56,7 +56,8 @@ def save(obj: dict[str, Any], path: Path) -> None:
 
 LAST_KEYS = ("model", "optimizer", "epoch", "early_stopping", "history", "elapsed", "rng",
              "config_hash")
-REFIT_KEYS = ("model", "optimizer", "epoch", "elapsed", "rng", "config_hash")
+# refit_last.pt: the same, without early stopping (the refit's epoch count is fixed)
+REFIT_KEYS = tuple(k for k in LAST_KEYS if k not in ("early_stopping", "history"))
 
 
 def load_checkpoint(path: Path, keys: tuple[str, ...] = ("model",)) -> dict[str, Any]:
@@ -81,7 +82,7 @@ REBUILD = {  # what a user does about a bad checkpoint, by file name
     "last.pt": "delete it and train without --resume (the run starts over)",
     "best.pt": "delete the run directory and train it again",
     "refit_last.pt": "delete it and train with --resume (the refit starts over)",
-    "refit.pt": "delete it and train with --resume (the refit runs again)",
+    "refit.pt": "delete the run directory and train it again",
 }
 
 

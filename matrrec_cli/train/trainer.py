@@ -111,6 +111,22 @@ def resume_from(path: Path, keys: tuple[str, ...], cfg: TrainConfig,
     return ck, epoch, elapsed
 
 
+def checkpoint_epoch(path: Path, cfg: TrainConfig, model: SequentialRecommender,
+                     optimizer: torch.optim.Optimizer, gen: torch.Generator,
+                     **state: Any) -> None:
+    """The per-epoch checkpoint that resume_from reads: model, optimizer, random state and the
+    caller's `state` (epoch, elapsed, ...). Every rank's own random state is gathered (their
+    dropout streams differ), so resuming on as many ranks replays the rest exactly; one process
+    stores only its own. Only rank 0 writes."""
+    ranks = distributed.world()
+    rng = rng_state(gen)
+    every_rng = distributed.gather_to_main(rng) if ranks.size > 1 else None
+    if ranks.rank == 0:
+        extra = {"rng_ranks": every_rng} if every_rng else {}
+        save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng,
+              "config_hash": cfg.config_hash(), **state, **extra}, path)
+
+
 def early_stopping(
     es: dict[str, Any], score: float, *, epoch: int, stopping_step: int
 ) -> tuple[dict[str, Any], bool, bool]:
@@ -195,16 +211,10 @@ def fit(
                       "valid_score": score, "improved": improved, "bad": es["bad"],
                       "seconds": round(time.perf_counter() - t0, 3)}
             history.append(record)
-            rng = rng_state(gen)
-            # every rank's own random state (their dropout streams differ), so resuming on as
-            # many ranks replays the rest exactly; one process stores only its own
-            every_rng = distributed.gather_to_main(rng) if ranks.size > 1 else None
+            checkpoint_epoch(last_path, cfg, model, optimizer, gen, epoch=epoch,
+                             elapsed=elapsed, early_stopping=es, history=history,
+                             config=cfg.to_dict())
             if main:
-                extra = {"rng_ranks": every_rng} if every_rng else {}
-                save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "epoch": epoch, "early_stopping": es, "history": history,
-                      "elapsed": elapsed, "rng": rng, "config": cfg.to_dict(),
-                      "config_hash": cfg.config_hash(), **extra}, last_path)
                 with open(run_dir / runs.HISTORY, "a") as f:
                     f.write(json.dumps(record) + "\n")
             reporter.epoch(record)
@@ -286,13 +296,8 @@ def refit(cfg: TrainConfig, data: SplitData, build: Callable[[], SequentialRecom
                                 reporter=reporter, where=lambda e=epoch: (
                                     f"at refit epoch {e + 1}", last_path if e else None))
             elapsed += time.perf_counter() - t0
-            rng = rng_state(gen)
-            every_rng = distributed.gather_to_main(rng) if ranks.size > 1 else None
-            if main:
-                extra = {"rng_ranks": every_rng} if every_rng else {}
-                save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "epoch": epoch + 1, "elapsed": elapsed, "rng": rng,
-                      "config_hash": cfg.config_hash(), **extra}, last_path)
+            checkpoint_epoch(last_path, cfg, model, optimizer, gen, epoch=epoch + 1,
+                             elapsed=elapsed)
             reporter.refit_epoch({"epoch": epoch + 1, "loss": total / n_batches,
                                   "seconds": round(time.perf_counter() - t0, 3)})
     finally:
