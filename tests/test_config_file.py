@@ -32,14 +32,21 @@ def test_the_faithful_run_files_name_the_faithful_configuration(name: str) -> No
     assert _resolve(CONFIGS / name).config_hash() == faithful.config_hash()
 
 
-def test_the_refit_run_file_is_the_refit_command() -> None:
-    """configs/refit-musical.toml and `--set refit=true --set tag=refit --set
-    skip_padding=true` are one configuration (its finished runs are the same cell)."""
-    by_file = _resolve(CONFIGS / "refit-musical.toml")
-    by_flags = resolve(RunOptions("musical", sets=("refit=true", "tag=refit",
-                                                   "skip_padding=true")), prepared=False)
-    assert by_file.refit
-    assert by_file.tag == "refit"
+@pytest.mark.parametrize(("name", "dataset", "objective", "sets"), [
+    ("refit-musical.toml", "musical", None, ("tag=refit",)),
+    ("refit-ml-100k.toml", "ml-100k", "all", ("batch_size=256", "tag=refit-b256")),
+])
+def test_the_refit_run_files_are_the_refit_command(name: str, dataset: str,
+                                                   objective: str | None,
+                                                   sets: tuple[str, ...]) -> None:
+    """Each configs/refit-<dataset>.toml and its `--set refit=true --set skip_padding=true ...`
+    command are one configuration (its finished runs are the same cell)."""
+    by_file = _resolve(CONFIGS / name, dataset=None)
+    by_flags = resolve(RunOptions(dataset, objective=objective,
+                                  sets=("refit=true", "skip_padding=true", *sets)),
+                       prepared=False)
+    assert (by_file.dataset, by_file.refit) == (dataset, True)
+    assert by_file.tag == sets[-1].partition("=")[2]
     assert by_file.config_hash() == by_flags.config_hash()
 
 

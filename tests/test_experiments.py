@@ -235,6 +235,20 @@ def test_significance_equals_scipy_on_the_per_user_outcomes(two_models: Path, ca
     assert "significant at p < 0.01" in capsys.readouterr().out
 
 
+def test_table2_names_every_value_a_column_was_given(two_models: Path, capsys) -> None:
+    """Under the table, each column's line names the settings that depart from the protocol,
+    with their values, so a tagged recipe's column says what it is."""
+    assert _run(["report", "table2", "--results-dir", str(two_models), "--include-capped"]) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    line = out[out.index("cyc/matrrec:"):out.index("cyc/matrrec:") + 400]
+    given = dict(p.split("=") for p in SMALL[1::2])
+    assert line.split("set: ")[1].startswith(
+        ", ".join(f"{k} {given[k]}" for k in ("batch_size", "d_state", "hidden_size",
+                                             "inner_size")))
+    gru = out[out.index("cyc/gru4rec:"):out.index("cyc/gru4rec:") + 200]
+    assert "set:" not in gru.split("cyc/")[1]
+
+
 def test_table2_marks_which_side_is_significantly_better() -> None:
     """The improvement columns' * when MaTrRec wins significantly, and per model cell ▲ / ▼
     when that model is significantly above / below MaTrRec (Table 2's simple block)."""

@@ -109,7 +109,9 @@ def table2(
     for _, s in settings.iterrows():
         console.print(f"  {s['dataset']}/{s['model']}: preset {s['preset']}, objective "
                       f"{s['objective']}, L {s['max_len']}, max epochs {s['epochs_cap']}, "
-                      f"seeds {s['seeds']}")
+                      f"seeds {s['seeds']}"
+                      + (f"; set: {s['departures']}" if s["departures"]
+                         else ""))
     console.print("  * improvement significant at p < 0.01 (Benjamini-Hochberg corrected; "
                   "Wilcoxon on NDCG@10, exact McNemar on Recall@K; matrrec report "
                   "significance); ▲ / ▼ a model significantly above / below matrrec by the "

@@ -29,7 +29,14 @@ from matrrec_cli.data.registry import training_defaults
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments import paper
 from matrrec_cli.models import model_names
-from matrrec_cli.train.config import NEUTRAL, NON_SEMANTIC, SETTABLE, comparable, is_given
+from matrrec_cli.train.config import (
+    NEUTRAL,
+    NON_SEMANTIC,
+    SETTABLE,
+    comparable,
+    is_given,
+    toml_text,
+)
 from matrrec_cli.train.runs import CAPPED, ENV, HISTORY, finished_runs, read_json, stop_reason
 
 MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "core",
@@ -144,7 +151,8 @@ def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
 
 
 def _departures(members: Members) -> list[str]:
-    """How the configuration departs from the model as the preset and the protocol define it.
+    """How the configuration departs from the model as the preset and the protocol define it,
+    each as "key value" (shown under Table 2, so a tagged recipe's column says what it is).
     Each departure counts once: an ablation or trainer `--set` (lr, bucket_by_length, ...; the
     speed options of SPEED_KEYS and the knobs declared as not departing, such as
     eval_batch_size and tag, do not count), a max_len or dropout
@@ -161,9 +169,9 @@ def _departures(members: Members) -> list[str]:
         if k.startswith("model."):
             # the model's dropouts set by the dropout option are judged by value, below
             if key not in SPEED_KEYS and not ("dropout" in key and v == src.get("dropout")):
-                out.append(key)
+                out.append(f"{key} {toml_text(cfg.get('model_config', {}).get(key))}")
         elif k in SETTABLE and k not in NEUTRAL:
-            out.append(k)
+            out.append(f"{k} {toml_text(cfg.get(k))}")
     own = training_defaults(cfg["dataset"], cfg.get("data_dir"))
     if is_given(src.get("max_len")) and cfg.get("max_len") != own.max_len:
         out.append(f"max_len {cfg.get('max_len')}")
@@ -202,6 +210,7 @@ def collect(results_dir: str | Path, datasets: list[str] | None = None,
                 "seeds": " ".join(sorted(str(c["seed"]) for _, c, _ in members)),
                 "preset": cfg["preset"], "objective": cfg["objective"],
                 "max_len": cfg["max_len"], "epochs_cap": cfg["epochs"],
+                "departures": ", ".join(_departures(members)),
             })
     if not rows:
         raise no_runs_error(results_dir, datasets, selection)

@@ -293,13 +293,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                                  f"{', '.join((*OWN_FLAGS, *SETTABLE))}); a model's settings "
                                  "go under [model_config]")
             else:
-                sets.append(f"{key}={_toml_text(value)}")
+                sets.append(f"{key}={toml_text(value)}")
             out["sources"][key] = source
     out["sets"] = tuple(sets)
     return out
 
 
-def _toml_text(value: Any) -> str:
+def toml_text(value: Any) -> str:
     """A TOML value as the text `--set` takes (booleans as true/false)."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
