@@ -34,7 +34,8 @@ def test_the_faithful_run_files_name_the_faithful_configuration(name: str) -> No
 
 @pytest.mark.parametrize(("name", "dataset", "objective", "sets"), [
     ("refit-musical.toml", "musical", None, ("tag=refit",)),
-    ("refit-ml-100k.toml", "ml-100k", "all", ("batch_size=256", "tag=refit-b256")),
+    ("refit-ml-100k.toml", "ml-100k", "all", ("batch_size=256", "stopping_step=30",
+                                            "tag=refit-b256-p30")),
 ])
 def test_the_refit_run_files_are_the_refit_command(name: str, dataset: str,
                                                    objective: str | None,

@@ -165,9 +165,11 @@ def test_fewer_departures_from_the_protocol_win(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("sources", "values", "departs"), [
-    ({"model.use_position_embedding": "ablate Add PE"}, {}, ["use_position_embedding"]),
-    ({"model.hidden_size": "config file run.toml"}, {}, ["hidden_size"]),
-    ({"lr": "tune trial 3: lr=0.003"}, {}, ["lr"]),
+    ({"model.use_position_embedding": "ablate Add PE"},
+     {"model_config": {"use_position_embedding": True}}, ["use_position_embedding true"]),
+    ({"model.hidden_size": "config file run.toml"}, {"model_config": {"hidden_size": 128}},
+     ["hidden_size 128"]),
+    ({"lr": "tune trial 3: lr=0.003"}, {"lr": 0.003}, ["lr 0.003"]),
     ({"dropout": "sweep dropout", "model.dropout_prob": "sweep dropout"}, {"dropout": 0.1},
      ["dropout 0.1"]),
     ({"dropout": "sweep dropout", "model.dropout_prob": "sweep dropout"}, {"dropout": 0.4}, []),
@@ -179,7 +181,8 @@ def test_fewer_departures_from_the_protocol_win(tmp_path: Path) -> None:
 def test_a_departure_is_a_value_someone_chose(sources: dict, values: dict, departs: list) -> None:
     """Values chosen by an experiment (ablate, sweep, tune) or a run file depart from the
     protocol like a --set does; derived ones (defaults, datasets.toml, the preset), speed
-    options and neutral knobs do not; a dropout or max_len at the dataset's own value does not."""
+    options and neutral knobs do not; a dropout or max_len at the dataset's own value does not.
+    Each departure names its value, as Table 2 prints it under the table."""
     cfg = {"dataset": "musical", "model": "matrrec", "objective": "prefix", "dropout": 0.4,
            "max_len": 50, "sources": sources, **values}
     assert report._departures([(Path("."), cfg, {})]) == departs
