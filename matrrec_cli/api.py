@@ -275,11 +275,7 @@ def load_run(path: str | Path, *, device: str = "auto", data_dir: str | None = N
     run_dir = Path(path)
     cfg, metrics = runs.load_run(run_dir)
     dev = resolve_device(device)  # a bad device fails before any data is read
-    weights = run_dir / runs.weights(cfg, "test")
-    if not weights.exists():
-        raise MatrrecError(
-            f"{weights} is missing: the run is unfinished, or was trained elsewhere (a Ray worker) "
-            "without its checkpoints; train it again locally, or with --keep-checkpoints")
+    weights = runs.require_weights(run_dir, cfg, "test")
     cfg = replace(cfg, data_dir=str(data_dir or cfg.data_dir))
     data = load_split(cfg)
     where = require_prepared(cfg.dataset, cfg.data_dir)

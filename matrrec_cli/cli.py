@@ -52,6 +52,7 @@ COMMAND_MODULES = [
     "matrrec_cli.commands.experiments",
     "matrrec_cli.commands.tune",
     "matrrec_cli.commands.fuse",
+    "matrrec_cli.commands.evidence",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,4 +1,11 @@
-"""Where data and results live: command-line option > environment variable > ./data, ./results."""
+"""Where data and results live: command-line option > environment variable > ./data, ./results.
+
+A results directory holds two stores of run records with one layout:
+
+    results/runs/        the runs this machine trained (ignored by git; the user's own)
+    results/published/   the evidence behind the README's numbers (committed; written only by
+                         `matrrec publish`), read by every report beside runs/
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,28 @@ from pathlib import Path
 
 DATA_DIR_ENV = "MATRREC_DATA_DIR"
 RESULTS_DIR_ENV = "MATRREC_RESULTS_DIR"
+DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR = "data", "results"
 
 
 def data_dir(option: str | os.PathLike[str] | None = None) -> Path:
     """The data directory: `--data-dir`, else $MATRREC_DATA_DIR, else ./data."""
-    return Path(option or os.environ.get(DATA_DIR_ENV) or "data")
+    return Path(option or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 
 
 def results_dir(option: str | os.PathLike[str] | None = None) -> Path:
     """The results directory: `--results-dir`, else $MATRREC_RESULTS_DIR, else ./results."""
-    return Path(option or os.environ.get(RESULTS_DIR_ENV) or "results")
+    return Path(option or os.environ.get(RESULTS_DIR_ENV) or DEFAULT_RESULTS_DIR)
+
+
+PUBLISHED = "published"
+
+
+def published_dir(results: str | os.PathLike[str]) -> Path:
+    """The published evidence of a results directory: <results>/published."""
+    return Path(results) / PUBLISHED
+
+
+def run_stores(results: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Where run records are read from, in order: the published evidence, then this machine's
+    own runs (<results>/published/runs, <results>/runs)."""
+    return published_dir(results) / "runs", Path(results) / "runs"

@@ -230,8 +230,8 @@ def register(app: typer.Typer) -> None:
         objective: ObjectiveOpt = None, preset: PresetOpt = None, device: DeviceOpt = None,
         data_dir: DataDirOpt = None, results_dir: ResultsDirOpt = None, set_: SetOpt = None,
         markdown: MarkdownOpt = False, json_out: JsonOpt = False, output: OutputOpt = None,
-        retrain: RetrainOpt = False, config: ConfigOpt = None,
-        track: TrackOpt = None, study: StudyOpt = None,
+        retrain: RetrainOpt = False, finished_only: FinishedOnlyOpt = False,
+        config: ConfigOpt = None, track: TrackOpt = None, study: StudyOpt = None,
         executor: ExecutorOpt = "local", address: AddressOpt = None,
         cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
         keep_checkpoints: KeepCheckpointsOpt = False, shared_data_dir: SharedDataOpt = False,
@@ -258,8 +258,11 @@ def register(app: typer.Typer) -> None:
         specs = sweep_mod.specs(param, vals, datasets, base)
         ex = executor_options(executor, address, cpus_per_run, gpus_per_run, keep_checkpoints,
                               shared_data_dir)
-        results = run_all(specs, seeds_for(seeds, seed, base), retrain=retrain, executor=ex,
-                          track=tracker(track), study=study)
+        results = run_all(specs, seeds_for(seeds, seed, base), retrain=retrain,
+                          finished_only=finished_only, executor=ex, track=tracker(track),
+                          study=study)
+        if not results:
+            raise UsageError("no finished run of this sweep yet; run without --finished-only")
         df = sweep_mod.frame(param, results)
         stem = sweep_mod.file_stem(param, datasets, model, list(set_ or []))
         csv = save_csv(df, rdir / f"sweep_{stem}.csv", output, key=["dataset", param])
@@ -366,6 +369,8 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
     from rich.console import Console
     from rich.table import Table
 
+    from matrrec_cli.experiments.claims import PROFILE_KEY
+
     console = Console(stderr=json_out)
     rows_out: list[dict] = []
     for cells, title, csv in ((t4, "Table 4: MaTrRec by max length", "table4_max_len.csv"),
@@ -386,7 +391,7 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
             rows = profile_cells(cells, executor, prof.measure)
         df = pd.DataFrame(rows)
         rows_out += rows
-        save_csv(df, rdir / csv, None, key=["dataset", "synthetic", "model", "max_len"])
+        save_csv(df, rdir / csv, None, key=list(PROFILE_KEY))
         table = Table(title=f"{title} ({df['memory_kind'].iloc[0]}, median of "
                             f"{cells[0]['repeats']}, device {df['device'].iloc[0]})")
         for col in ("dataset", "model", "L", "memory GB", "train s/epoch", "inference s",

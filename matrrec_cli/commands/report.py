@@ -15,6 +15,7 @@ from matrrec_cli.commands.tables import (
     OutputOpt,
     ResultsDirOpt,
     p_text,
+    plain_printer,
     print_json,
     save_csv,
     show,
@@ -100,22 +101,21 @@ def table2(
                 f"[dim]{v:.4f}[/]" if v is not None and v == v else "" for v in published),
                 *(f"[dim]{g:.2f}%[/]" if g is not None and g == g else "" for g in gains))
     console = Console(stderr=json_out)
+    say = plain_printer(console, markdown=markdown, json_out=json_out)
     show(table, markdown=markdown, console=console, json_rows=wide if json_out else None)
+    if markdown and not json_out:
+        print()  # the notes below the table, not a row of it
     paper_cols = [c for c in wide.columns if c.endswith("_paper")]
     if wide[paper_cols].notna().any().any():
-        console.print("  paper: the published value; † ours lies more than 2 std (over our "
-                      "seeds) from it")
+        say("  paper: the published value; † ours lies more than 2 std (over our seeds) from it")
     settings = long.drop_duplicates(["dataset", "model"])
     for _, s in settings.iterrows():
-        console.print(f"  {s['dataset']}/{s['model']}: preset {s['preset']}, objective "
-                      f"{s['objective']}, L {s['max_len']}, max epochs {s['epochs_cap']}, "
-                      f"seeds {s['seeds']}"
-                      + (f"; set: {s['departures']}" if s["departures"]
-                         else ""))
-    console.print("  * improvement significant at p < 0.01 (Benjamini-Hochberg corrected; "
-                  "Wilcoxon on NDCG@10, exact McNemar on Recall@K; matrrec report "
-                  "significance); ▲ / ▼ a model significantly above / below matrrec by the "
-                  "same tests")
+        say(f"  {s['dataset']}/{s['model']}: preset {s['preset']}, objective {s['objective']}, "
+            f"L {s['max_len']}, max epochs {s['epochs_cap']}, seeds {s['seeds']}"
+            + (f"; set: {s['departures']}" if s["departures"] else ""))
+    say("  * improvement significant at p < 0.01 (Benjamini-Hochberg corrected; Wilcoxon on "
+        "NDCG@10, exact McNemar on Recall@K; matrrec report significance); ▲ / ▼ a model "
+        "significantly above / below matrrec by the same tests")
     save_csv(wide, rdir / "table2_overall.csv", output, key=["dataset"])
 
 
@@ -205,12 +205,7 @@ def breakdown(
                  None if output is None else output.with_name(f"{output.stem}_tests.csv"),
                  key=["dataset"])
     console = Console(stderr=json_out)
-
-    def say(text: str) -> None:  # plain lines: on stdout beside Markdown, else the console's
-        if markdown and not json_out:
-            print(text)
-        else:
-            console.print(text, markup=False, highlight=False)
+    say = plain_printer(console, markdown=markdown, json_out=json_out)
 
     seeds = ", ".join(f"{m} {len(runs)}" for m, runs in
                       ((m, per_user.chosen[(dataset, m)]) for m in per_user.ranks))
@@ -259,7 +254,7 @@ def breakdown(
     # claim 2's verdict as `report claims` gives it: the untagged MaTrRec column of Table 2
     chosen = per_user.chosen if not tag else chosen_runs(
         rdir, [dataset], selection=_selection(None, include_capped))
-    verdict = cl.claim2(dataset, chosen, data_dir)[0]
+    verdict = cl.claim2(dataset, chosen, data_dir, rdir)[0]
     say(f"Claim 2 (MaTrRec's gain over Mamba4Rec and SASRec is largest for the shortest "
         f"histories): {verdict.verdict}")
     say(f"  {verdict.evidence}")

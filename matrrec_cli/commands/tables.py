@@ -152,6 +152,22 @@ def show(table: Table, *, markdown: bool = False, console: Console | None = None
     console.print(table)
 
 
+def plain_printer(console: Console, *, markdown: bool, json_out: bool) -> Any:
+    """How a command prints its plain lines (notes under a table): beside Markdown, on stdout
+    as they are, never wrapped (so `--markdown` output is the same at any terminal width);
+    else through the console."""
+    def say(text: str) -> None:
+        if markdown and not json_out:
+            # an indented note is a list item in Markdown (else a renderer joins the notes
+            # into one paragraph); a leading * is a literal mark, not a nested list
+            if text.startswith("  ") and text.strip():
+                text = "- " + re.sub(r"^\*", r"\\*", text.strip())
+            print(text)
+        else:
+            console.print(text, markup=False, highlight=False)
+    return say
+
+
 def print_json(rows: Any) -> None:
     """A table's rows (a DataFrame or a list of dicts) as one JSON list on stdout."""
     rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows

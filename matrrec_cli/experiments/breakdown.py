@@ -33,12 +33,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from matrrec_cli.data.prepared import load_interactions, load_meta
+from matrrec_cli.data.prepared import load_interactions, load_meta, require_prepared
 from matrrec_cli.data.split import MIN_ITEMS, build_sequences, known_positions
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments.significance import bh, ndcg10, test_ranks, wilcoxon_p
 from matrrec_cli.experiments.table2 import MODEL_ORDER, Members, Selection, chosen_runs
 from matrrec_cli.io import atomic_path
+from matrrec_cli.paths import published_dir
 
 OURS = "matrrec"
 N_BUCKETS, MIN_USERS = 4, 50  # quantile buckets of history length; fewest users per bucket
@@ -69,6 +70,29 @@ def user_features(dataset: str, data_dir: str | Path) -> pd.DataFrame:
     target = seqs.items[hi - 1]
     return pd.DataFrame({"history_length": hi - 1 - lo, "target_popularity": counts[target]},
                         index=users)
+
+
+def users_path(results_dir: str | Path, dataset: str) -> Path:
+    """Where `matrrec publish` keeps user_features of a dataset beside the published runs."""
+    return published_dir(results_dir) / "users" / f"{dataset}.parquet"
+
+
+def features(dataset: str, data_dir: str | Path, results_dir: str | Path | None = None
+             ) -> pd.DataFrame:
+    """user_features from the prepared dataset, else the published copy in `results_dir` (a
+    fresh clone has the published runs but not the data)."""
+    path = users_path(results_dir, dataset) if results_dir is not None else None
+    try:
+        require_prepared(dataset, data_dir)
+    except MatrrecError:
+        if path is None or not path.is_file():
+            raise
+        try:
+            return pd.read_parquet(path).set_index("user")
+        except Exception as exc:  # pyarrow raises several kinds for a damaged file
+            raise MatrrecError(f"{path} is unreadable ({type(exc).__name__}); run matrrec "
+                               "publish where the dataset is prepared to write it again") from None
+    return user_features(dataset, data_dir)
 
 
 def length_buckets(hist: pd.Series, n: int = N_BUCKETS, min_users: int = MIN_USERS
@@ -139,14 +163,16 @@ def load(results_dir: str | Path, dataset: str, data_dir: str | Path | None = No
     if not chosen:
         raise MatrrecError(f"no finished runs on {dataset} under {Path(results_dir) / 'runs'}; "
                            f"run matrrec train --dataset {dataset} first")
-    return per_user(chosen, dataset, data_dir)
+    return per_user(chosen, dataset, data_dir, results_dir=results_dir)
 
 
 def per_user(chosen: dict[tuple[str, str], Members], dataset: str,
-             data_dir: str | Path | None = None) -> PerUser:
-    """`load` from runs already chosen ((dataset, model) -> runs, as chosen_runs gives)."""
+             data_dir: str | Path | None = None, *,
+             results_dir: str | Path | None = None) -> PerUser:
+    """`load` from runs already chosen ((dataset, model) -> runs, as chosen_runs gives); the
+    users' features from the prepared dataset, else from `results_dir`'s published evidence."""
     data_dir = Path(data_dir or next(iter(chosen.values()))[0][1]["data_dir"])
-    feat = user_features(dataset, data_dir)
+    feat = features(dataset, data_dir, results_dir)
     ranks: dict[str, pd.DataFrame] = {}
     for (_, model), members in sorted(chosen.items(), key=lambda kv: (_order(kv[0][1]),
                                                                       kv[0][1])):

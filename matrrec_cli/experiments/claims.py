@@ -64,6 +64,7 @@ from matrrec_cli.experiments import paper
 from matrrec_cli.experiments import significance as sig
 from matrrec_cli.experiments.ablation import DEFAULT_LABEL, welch_p
 from matrrec_cli.experiments.table2 import MODEL_ORDER, SPEED_KEYS, Selection, chosen_runs
+from matrrec_cli.paths import published_dir
 from matrrec_cli.train.config import DEFAULT, NEUTRAL, NON_SEMANTIC, comparable
 from matrrec_cli.train.runs import finished_runs
 
@@ -80,6 +81,7 @@ DROPOUT_SHORT, MAX_LEN_CLAIM, MAX_LEN_BEYOND = 0.4, 50, 70
 NO_MAX_LEN_CLAIM = ("ml-1m",)  # Figure 3 covers the four Amazon datasets only
 COST_VS_MAMBA, COST_VS_NEXTITNET = 1.5, 0.5
 PROFILE_CSVS = ("table5_complexity.csv", "table4_max_len.csv")
+PROFILE_KEY = ("dataset", "synthetic", "model", "max_len")  # one profile cell: a row of them
 SEEDS = 5  # what the printed commands ask for
 SWEEPS = {"dropout": "0.1,0.2,0.3,0.4,0.5", "max_len": "10,20,30,40,50,70"}
 PE_KEY = "use_position_embedding"
@@ -238,7 +240,8 @@ def _ours_note(members: list[tuple[Path, dict, dict]]) -> str:
 
 # --- 2: cold start ----------------------------------------------------------------------------
 
-def claim2(dataset: str, chosen: dict, data_dir: str | Path | None) -> list[Row]:
+def claim2(dataset: str, chosen: dict, data_dir: str | Path | None,
+           results_dir: str | Path | None = None) -> list[Row]:
     members = {m: chosen.get((dataset, m)) for m in (OURS, *COLD_VS)}
     missing = [m for m, v in members.items() if not v]
     if missing:
@@ -246,7 +249,8 @@ def claim2(dataset: str, chosen: dict, data_dir: str | Path | None) -> list[Row]
                          f"{dataset}", commands=[_train_cmd(dataset, m) for m in missing])]
     seeds = min(len(v) for v in members.values())
     try:  # the breakdown's buckets and tests, on the users the three models share
-        pu = bd.per_user({(dataset, m): v for m, v in members.items()}, dataset, data_dir)
+        pu = bd.per_user({(dataset, m): v for m, v in members.items()}, dataset, data_dir,
+                         results_dir=results_dir)
     except MatrrecError as exc:
         return [_verdict(2, dataset, NONE, f"cannot read what it needs: {exc} (give --data-dir "
                          "where the dataset is prepared)")]
@@ -531,8 +535,9 @@ def claim4(dataset: str, runs: list[tuple[Path, dict, dict]]) -> list[Row]:
 
 def _profile_rows(results_dir: Path, dataset: str) -> pd.DataFrame:
     frames = []
-    for name in PROFILE_CSVS:
-        path = results_dir / name
+    # this machine's rows before the published ones: a cell profiled here again wins
+    for path in (d / name for d in (results_dir, published_dir(results_dir))
+                 for name in PROFILE_CSVS):
         if not path.exists():
             continue
         try:
@@ -616,7 +621,7 @@ def claims(results_dir: str | Path, datasets: list[str] | None = None, *,
     rows = claim1(rdir, datasets, chosen, selection)
     for ds in datasets:
         ours = _ours(runs, ds, selection)
-        rows += claim2(ds, chosen, data_dir)
+        rows += claim2(ds, chosen, data_dir, rdir)
         rows += claim3(ds, ours)
         rows += claim4(ds, ours)
         rows += claim5(ds, rdir)

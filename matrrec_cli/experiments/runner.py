@@ -124,7 +124,10 @@ def run_all(specs: list[RunSpec], seeds: Seeds, *, executor: ExecutorOptions = L
     trains nothing: the results of the finished runs only (a table of work in progress).
     `reporter` hears every epoch of the runs trained here (tune's pruning listens). Each run
     trained (not reused) is logged to `track` (tracking.py), in experiment `study`."""
-    todo = [(spec, seed, resolve_spec(spec, seed=seed, seed_source=seeds.source))
+    # finished_only trains nothing, so it needs no prepared data: a clone re-renders a table
+    # from the published runs alone
+    todo = [(spec, seed, resolve_spec(spec, seed=seed, seed_source=seeds.source,
+                                      prepared=not finished_only))
             for spec in specs for seed in seeds.values]
     out: dict[int, RunResult] = {}
     jobs: list[Job] = []

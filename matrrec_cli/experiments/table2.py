@@ -29,6 +29,7 @@ from matrrec_cli.data.registry import training_defaults
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments import paper
 from matrrec_cli.models import model_names
+from matrrec_cli.paths import published_dir
 from matrrec_cli.train.config import (
     NEUTRAL,
     NON_SEMANTIC,
@@ -37,7 +38,15 @@ from matrrec_cli.train.config import (
     is_given,
     toml_text,
 )
-from matrrec_cli.train.runs import CAPPED, ENV, HISTORY, finished_runs, read_json, stop_reason
+from matrrec_cli.train.runs import (
+    CAPPED,
+    ENV,
+    HISTORY,
+    finished_runs,
+    is_published,
+    read_json,
+    stop_reason,
+)
 
 MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "core",
                "mamba4rec", "matrrec")  # Table 2's columns (a)..(i)
@@ -119,7 +128,9 @@ def candidates(results_dir: str | Path, datasets: list[str] | None = None,
             (run, cfg, metrics))
     ranked: dict[tuple[str, str], list[tuple[tuple[int, int, str], Candidate]]] = {}
     for (ds, name, _), members in groups.items():
-        by_seed = {cfg["seed"]: (run, cfg, m) for run, cfg, m in sorted(members)}  # newest wins
+        # one run per seed: the published one, else the newest
+        by_seed = {cfg["seed"]: (run, cfg, m) for run, cfg, m in sorted(
+            members, key=lambda x: (is_published(x[0]), x[0].name))}
         cand = Candidate(ds, name, list(by_seed.values()), _departures(list(by_seed.values())))
         first_made = min(r.name for r, _, _ in cand.members)
         ranked.setdefault((ds, name), []).append(
@@ -188,7 +199,8 @@ def no_runs_error(results_dir: str | Path, datasets: list[str] | None,
     left = [c for c in candidates(results_dir, datasets, None, selection) if not c.chosen]
     root = Path(results_dir) / "runs"
     if not left:
-        return MatrrecError(f"no finished runs under {root}; run matrrec train first")
+        return MatrrecError(f"no finished runs under {root} or {published_dir(results_dir)}; "
+                            "run matrrec train first")
     return MatrrecError(f"no finished run under {root} qualifies: {len(left)} left out, e.g. "
                         f"{left[0].members[0][0]}: {left[0].why}")
 

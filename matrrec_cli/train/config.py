@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from matrrec_cli.errors import UsageError
+from matrrec_cli.paths import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 DEFAULT = "default"
 CLI = "command line"
@@ -114,8 +115,8 @@ class TrainConfig:
                               "weights", late=True)
     # --- where it runs: cannot change a number -----------------------------------------------
     device: str = dataclasses.field(default="auto", metadata={"semantic": False})
-    data_dir: str = dataclasses.field(default="data", metadata={"semantic": False})
-    results_dir: str = dataclasses.field(default="results", metadata={"semantic": False})
+    data_dir: str = dataclasses.field(default=DEFAULT_DATA_DIR, metadata={"semantic": False})
+    results_dir: str = dataclasses.field(default=DEFAULT_RESULTS_DIR, metadata={"semantic": False})
 
     def semantic(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -231,8 +232,8 @@ class RunOptions:
     preset: str | None = None
     sets: tuple[str, ...] = ()  # "key=value" for a model or trainer setting, in order
     device: str = "auto"
-    data_dir: str = "data"
-    results_dir: str = "results"
+    data_dir: str = DEFAULT_DATA_DIR
+    results_dir: str = DEFAULT_RESULTS_DIR
     sources: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     def given_by(self, source: str, *, sets: tuple[str, ...] | list[str] = (),

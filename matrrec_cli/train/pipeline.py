@@ -105,10 +105,7 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
 
     run_dir = Path(run_dir)
     cfg, stored = runs.load_run(run_dir)
-    weights = run_dir / runs.weights(cfg, split_name)
-    if not weights.exists():
-        raise MatrrecError(f"{run_dir} has no {weights.name} yet; train it (matrrec train "
-                           "--resume)")
+    weights = runs.require_weights(run_dir, cfg, split_name)
     same_protocol = mask_history is None or mask_history == cfg.mask_history
     cfg = replace(cfg, data_dir=data_dir or cfg.data_dir,
                   mask_history=cfg.mask_history if mask_history is None else mask_history)

@@ -10,7 +10,10 @@
         metrics.json     final valid and test metrics; its presence marks the run finished
 
 The run id is `<UTC time>-<config hash>`; `--resume` picks the newest unfinished run whose
-config.json has the same hash. `runs/.locks/<dataset>-<model>-<config hash>.lock` is held (flock)
+config.json has the same hash. Finished runs are also read from the published evidence,
+results/published/runs/ (the same layout, without last.pt; paths.run_stores): experiment
+commands reuse them and reports count them, while new runs are only ever written to runs/.
+`runs/.locks/<dataset>-<model>-<config hash>.lock` is held (flock)
 by the process training that configuration and seed.
 """
 
@@ -28,6 +31,7 @@ from typing import Any
 
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.io import current_umask, exclusive_lock
+from matrrec_cli.paths import PUBLISHED, run_stores
 from matrrec_cli.train.config import TRAINER_DEFAULTS, TrainConfig
 
 CONFIG, METRICS, HISTORY, RANKS, ENV = (
@@ -42,6 +46,21 @@ def weights(cfg: TrainConfig, split: str) -> str:
     """The checkpoint that scores `split` (and recommends, as "test"): refit.pt for the test of
     a run with the refit option, else best.pt."""
     return REFIT if cfg.refit and split == "test" else BEST
+
+
+def require_weights(run_dir: Path, cfg: TrainConfig, split: str) -> Path:
+    """The checkpoint that scores `split` of a run (`weights`), or one error saying why it is
+    not there and what gives it."""
+    path = run_dir / weights(cfg, split)
+    if path.exists():
+        return path
+    if is_published(run_dir):
+        raise MatrrecError(f"{path} is not there: this run's record was published without its "
+                           "checkpoints (matrrec publish --checkpoints keeps them); train the "
+                           "same configuration here to score with it")
+    raise MatrrecError(f"{path} is missing: the run is unfinished (matrrec train --resume), or "
+                       "was trained elsewhere (a Ray worker) without its checkpoints; train it "
+                       "again locally, or with --keep-checkpoints")
 
 
 class RunBusy(MatrrecError):
@@ -124,6 +143,12 @@ def install_run(cfg: TrainConfig, files: dict[str, bytes]) -> Path:
     return final
 
 
+def is_published(run: Path) -> bool:
+    """Whether a run directory is part of the published evidence (<results>/published/runs/
+    <dataset>/<model>/<run id>): never written to, never resumed."""
+    return len(run.parts) >= 5 and run.parts[-5:-3] == (PUBLISHED, "runs")
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -131,30 +156,36 @@ def read_json(path: Path) -> Any:
         raise MatrrecError(f"cannot read {path}: {exc}") from None
 
 
-def _runs_of(cfg: TrainConfig) -> Iterator[Path]:
+def _runs_of(cfg: TrainConfig, *, published: bool = False) -> Iterator[Path]:
     """Run directories of exactly `cfg` (the config hash recorded in their config.json), newest
-    first: the one rule by which finished and unfinished runs are found."""
-    root = runs_root(cfg.results_dir, cfg.dataset, cfg.model)
-    if not root.is_dir():
-        return
-    want = cfg.config_hash()
-    for path in sorted(root.iterdir(), key=lambda p: p.name, reverse=True):
-        try:
-            recorded = json.loads((path / CONFIG).read_text()).get("config_hash")
-        except (OSError, ValueError, AttributeError):  # not a run, or a torn record
+    first: the one rule by which finished and unfinished runs are found. `published`: the
+    published evidence first, then this machine's runs."""
+    stores = run_stores(cfg.results_dir)
+    for store in stores if published else stores[1:]:
+        root = store / cfg.dataset / cfg.model
+        if not root.is_dir():
             continue
-        if recorded == want:
-            yield path
+        want = cfg.config_hash()
+        for path in sorted(root.iterdir(), key=lambda p: p.name, reverse=True):
+            try:
+                recorded = json.loads((path / CONFIG).read_text()).get("config_hash")
+            except (OSError, ValueError, AttributeError):  # not a run, or a torn record
+                continue
+            if recorded == want:
+                yield path
 
 
 def find_unfinished(cfg: TrainConfig) -> Path | None:
-    """The newest run of the same configuration that has no metrics.json yet."""
+    """The newest run of the same configuration that has no metrics.json yet (this machine's
+    own runs: published ones are finished)."""
     return next((p for p in _runs_of(cfg) if not (p / METRICS).exists()), None)
 
 
 def find_finished(cfg: TrainConfig) -> Path | None:
-    """The newest finished run (metrics.json present) of exactly this configuration and seed."""
-    return next((p for p in _runs_of(cfg) if (p / METRICS).exists()), None)
+    """A finished run (metrics.json present) of exactly this configuration and seed: the
+    published one where there is one (so a command re-run on a clone reuses the evidence and
+    prints its numbers), else the newest of this machine's."""
+    return next((p for p in _runs_of(cfg, published=True) if (p / METRICS).exists()), None)
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any] | None]:
@@ -186,12 +217,21 @@ def check_record(run: Path, cfg: Any, metrics: Any) -> None:
 
 
 def finished_runs(results_dir: str | Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
-    """(run dir, config dict, metrics dict) of every finished run under results/runs. A run
-    whose records are corrupt is skipped with a warning naming it: one bad record never blocks
-    the reports of every other run."""
-    root = Path(results_dir) / "runs"
+    """(run dir, config dict, metrics dict) of every finished run under results/published/runs
+    and results/runs; a run published from this machine (the same run id under the same
+    dataset and model) counts once, as its published copy. A run whose records are corrupt is
+    skipped with a warning naming it: one bad record never blocks the reports of every other
+    run."""
+    seen: set[tuple[str, str, str]] = set()
+    found = []
+    for store in run_stores(results_dir):
+        for metrics_path in sorted(store.glob(f"*/*/*/{METRICS}")):
+            key = metrics_path.parts[-4:-1]  # (dataset, model, run id)
+            if key not in seen:
+                seen.add(key)
+                found.append(metrics_path)
     out = []
-    for metrics_path in sorted(root.glob(f"*/*/*/{METRICS}")):
+    for metrics_path in sorted(found, key=lambda p: p.parts[-4:-1]):
         run = metrics_path.parent
         try:
             cfg, metrics = read_json(run / CONFIG), read_json(metrics_path)
