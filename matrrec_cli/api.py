@@ -276,7 +276,7 @@ def load_run(path: str | Path, *, device: str = "auto", data_dir: str | None = N
     cfg, metrics = runs.load_run(run_dir)
     dev = resolve_device(device)  # a bad device fails before any data is read
     weights = runs.require_weights(run_dir, cfg, "test")
-    cfg = replace(cfg, data_dir=str(data_dir or cfg.data_dir))
+    cfg = replace(cfg, data_dir=runs.data_dir_of(run_dir, cfg, data_dir))
     data = load_split(cfg)
     where = require_prepared(cfg.dataset, cfg.data_dir)
     n_users = len(data.seqs.users)

@@ -85,10 +85,22 @@ def os_error(exc: OSError) -> str:
     return f"{where}: {exc.strerror or exc}"
 
 
+def _utf8_streams() -> None:
+    """Tables print ±, ▲ and †: under a locale whose encoding has none of them (LC_ALL=C with
+    PYTHONUTF8=0) stdout and stderr write UTF-8 instead of failing on the first one."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "±▲†".encode(stream.encoding or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            if hasattr(stream, "reconfigure"):  # a path decoded with surrogates keeps its bytes
+                stream.reconfigure(encoding="utf-8", errors="surrogateescape")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app; our errors and click's usage errors are one line
     on stderr, Ctrl-C says what continues the work."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _utf8_streams()
     try:
         code = app(args=args, prog_name="matrrec", standalone_mode=False)
     except MatrrecError as exc:

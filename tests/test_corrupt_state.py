@@ -173,3 +173,21 @@ def test_a_datasets_toml_that_is_not_utf8_is_one_error(tmp_path: Path, capsys,
     rc, _, err = _run(["datasets", "--data-dir", str(tmp_path)], capsys)
     assert rc == 1
     _clean(err, says="not UTF-8 text")
+
+
+@pytest.mark.parametrize(("key", "value"), [("max_len", "ten"), ("seed", 1.5),
+                                             ("mask_history", "yes")])
+def test_a_config_value_of_the_wrong_type_is_one_error(copy, capsys, key: str,
+                                                       value: object) -> None:
+    import json
+
+    _, _, runs = copy
+    path = runs["gru4rec"] / "config.json"
+    record = json.loads(path.read_text())
+    record[key] = value
+    path.write_text(json.dumps(record))
+    for args in (["evaluate", str(runs["gru4rec"]), "--device", "cpu"],
+                 ["recommend", str(runs["gru4rec"]), "--user", "1", "-k", "3"]):
+        rc, _, err = _run(args, capsys)
+        assert rc == 1, args
+        _clean(err, says=f"config.json is corrupt ({key} is {value!r})")

@@ -112,3 +112,15 @@ def test_a_full_disk_during_training_is_one_line_and_leaves_nothing(tiny: Path,
     left = [ln for ln in proc.stdout.splitlines() if ln.startswith("/")]
     assert not [f for f in left if f.endswith(".tmp")], left  # nothing half-written
     assert not [f for f in left if "/runs/cyc/" in f], left  # a run that never started
+
+
+@pytest.mark.parametrize("report", ["table2", "shuffle", "significance", "claims", "runs",
+                                    "breakdown"])
+def test_every_report_on_a_results_dir_that_is_a_file_is_one_error(tmp_path: Path, capsys,
+                                                                    report: str) -> None:
+    blocker = tmp_path / "results"
+    blocker.write_text("x")
+    extra = ["--dataset", "musical"] if report == "breakdown" else []
+    rc, err = _run(["report", report, "--results-dir", str(blocker), *extra], capsys)
+    assert rc == 1
+    _one_line(err, "a file stands where a directory is needed")

@@ -135,3 +135,19 @@ def test_profile_cells_run_as_ray_tasks(local_ray, tiny: Path, tmp_path: Path) -
     df = pd.read_csv(tmp_path / "table5_complexity.csv")
     assert sorted(df["model"]) == ["gru4rec", "markov"]
     assert (df["memory_gb"] > 0).all()
+
+
+def test_more_gpus_or_cpus_than_any_node_has_is_refused_at_once(local_ray, tiny: Path,
+                                                                tmp_path: Path) -> None:
+    for opts, says in ((ExecutorOptions(kind="ray", gpus_per_run=1), "--gpus-per-run 1: no"),
+                       (ExecutorOptions(kind="ray", cpus_per_run=64), "--cpus-per-run 64: no")):
+        with pytest.raises(MatrrecError, match=says):
+            run_all([_spec(tiny, tmp_path)], Seeds((1,)), executor=opts)
+    assert not runs.finished_runs(tmp_path)
+
+
+def test_an_address_where_nothing_listens_is_one_error() -> None:
+    # a refused connection answers at once (Ray would retry for minutes, saying nothing)
+    with pytest.raises(MatrrecError, match=r"--address 127\.0\.0\.1:1: nothing answers there"):
+        ray_executor._check_reachable("127.0.0.1:1")
+    ray_executor._check_reachable("auto")  # left to Ray: no host:port to try

@@ -162,3 +162,22 @@ def test_count_model_counts_everything_known_for_a_real_recommendation(trained) 
     assert run.model.popularity.sum() == n - len(run.user_ids)  # the test items held out
     run.recommend(run.user_ids[0], k=1)
     assert run.model.popularity.sum() == n  # every known interaction counted
+
+
+def test_a_run_trained_with_a_relative_data_dir_recommends_from_elsewhere(
+        trained, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`--data-dir data` is relative to where training ran; from another directory the run's
+    data are found beside its results directory (the layout the defaults make)."""
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(trained["data"], project / "data")
+    monkeypatch.chdir(project)
+    assert _run(["train", "--dataset", "cyc", "--model", "markov", "--data-dir", "data",
+                 "--results-dir", "results"]) == 0
+    (run,) = (project / "results" / "runs" / "cyc" / "markov").iterdir()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert _run(["recommend", str(run), "--user", "1", "-k", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+    assert _run(["evaluate", str(run)]) == 0

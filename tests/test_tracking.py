@@ -63,3 +63,26 @@ def test_tensorboard_event_files(tiny: Path, tmp_path: Path) -> None:
     events = EventAccumulator(str(logdir))
     events.Reload()
     assert [s.step for s in events.Scalars("valid/ndcg@10")] == [1, 2]
+
+
+def test_a_default_store_that_is_a_directory_is_one_warning_without_retries(
+        tiny: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlflow.db").mkdir()  # results/mlflow.db cannot be a database
+    assert _sweep(tiny, tmp_path, "--track", "mlflow") == 0
+    err = capsys.readouterr().err
+    assert err.count("--track mlflow: could not log run") == 1
+    assert "is not a file" in err
+    assert "Traceback" not in err
+    assert len(runs.finished_runs(tmp_path)) == 1
+
+
+def test_an_unknown_tracker_is_refused_before_anything_trains(
+        tiny: Path, tmp_path: Path, capsys) -> None:
+    for args in (["train", "--model", "gru4rec"], ["train", "--model", "gru4rec", "--seeds", "2"]):
+        assert _run([*args, "--dataset", "cyc", "--epochs", "1", "--device", "cpu",
+                     "--data-dir", str(tiny), "--results-dir", str(tmp_path),
+                     "--track", "wandb"]) == 2
+        assert "--track must be one of" in capsys.readouterr().err
+    assert not list(tmp_path.glob("runs/*/*/*"))

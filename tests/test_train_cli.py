@@ -252,3 +252,23 @@ def test_written_files_honour_the_umask(fake_data, capsys, tmp_path: Path, umask
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
     assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_run_without_numba_says_in_one_line_that_it_uses_the_eager_scan(
+        fake_data, capsys, tmp_path: Path, monkeypatch) -> None:
+    """numba is a core dependency where it has wheels; where it does not import, the run still
+    trains (eager scan, the same numbers) and says so once."""
+    from matrrec_cli.models import scan_kernel
+
+    def said(results: Path) -> list[str]:
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--dataset", "synthetic", "--epochs", "1", "--device", "cpu",
+                  "--results-dir", str(results), *SMALL])
+        assert e.value.code in (0, None)
+        return [x for x in capsys.readouterr().err.splitlines() if "fused CPU scan is off" in x]
+
+    assert said(tmp_path / "with") == []
+    monkeypatch.setattr(scan_kernel, "available", lambda: False)
+    lines = said(tmp_path / "without")
+    assert len(lines) == 1
+    assert "eager scan" in lines[0]

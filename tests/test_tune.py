@@ -142,7 +142,34 @@ def test_bad_searches_are_refused_before_anything_trains(tiny: Path, tmp_path: P
             (["--space", "epochs=1,2"], "are not searched"),
             (["--space", "n_heads=3"], "must be a multiple of n_heads 3"),
             (["--grid", "lr="], "gives lr no values"),
+            (["--space", "lr=0.1,0.01", "--space", "lr=0.2,0.3"], "lr is given twice"),
+            (["--space", "max_len=int:1.5:10"], "bounds must be whole numbers"),
+            (["--space", "dropout=a,b"], "'a' is not a value of dropout"),
+            (["--space", "max_len=5,7.5"], "7.5 is not a value of max_len"),
             (["--prune", "--executor", "ray"], "--prune needs")):
         assert _run(_args(tiny, tmp_path, *extra)) in (1, 2), extra
         assert message in capsys.readouterr().err, extra
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_trial_left_running_by_a_killed_process_is_failed_and_tried_again(
+        tiny: Path, tmp_path: Path, capsys) -> None:
+    """A study killed mid-trial (SIGKILL) leaves that trial RUNNING in its storage; the next
+    run marks it failed, tries its parameters again and finishes."""
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid now names no process
+    url = f"sqlite:///{tmp_path / 'tune.sqlite3'}"
+    killed = optuna.create_study(study_name="cyc-matrrec", storage=url, direction="maximize")
+    trial = killed.ask({"dropout": optuna.distributions.CategoricalDistribution((0.1, 0.3, 0.5))})
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}")
+    stuck = trial.params["dropout"]
+    args = _args(tiny, tmp_path, "--space", "dropout=0.3,0.5", "--sampler", "grid")
+    assert _run([*args, "--n-trials", "1"]) == 0
+    assert f"trial {trial.number} was left running" in capsys.readouterr().err
+    trials = _study(tmp_path).trials
+    assert trials[0].state.name == "FAIL"
+    assert [t.params for t in trials[1:] if t.state.name == "COMPLETE"] == [{"dropout": stuck}]
+    assert not [t for t in trials if t.state.name == "RUNNING"]

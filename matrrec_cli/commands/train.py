@@ -140,13 +140,14 @@ def register(app: typer.Typer) -> None:
         Example: matrrec train --dataset ml-100k --epochs 20 --json
         """
         from matrrec_cli.experiments.tracking import log_run
-        from matrrec_cli.train import distributed, pipeline
+        from matrrec_cli.train import distributed, pipeline, runs
         from matrrec_cli.train.config import resolve
         from matrrec_cli.train.progress import Reporter
 
         if nproc_per_node is not None and seeds is not None:
             raise UsageError("--nproc-per-node trains one run; it cannot be combined with --seeds "
                              "(run one seed at a time)")
+        track = tracker(track)  # a bad --track fails now, not after the run has trained
         opts = run_options(dataset, model=model, device=device, data_dir=data_dir,
                            results_dir=results_dir, sets=set_, epochs=epochs, max_len=max_len,
                            dropout=dropout, objective=objective, preset=preset, config=config)
@@ -154,7 +155,7 @@ def register(app: typer.Typer) -> None:
                               shared_data_dir)
         if seeds is not None:
             _train_seeds(opts, seeds=seeds, seed=seed, json_out=json_out, executor=ex,
-                         track=tracker(track), study=study)
+                         track=track, study=study)
             return
         if ex.kind == "ray":
             raise UsageError("--executor ray runs several runs: use it with --seeds (one run "
@@ -164,11 +165,12 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(distributed.launch(distributed.command_line(ctx), nproc_per_node,
                                                 device=cfg.device))
         if distributed.is_main():  # one table, not one per rank
+            runs.check_writable(cfg)  # an unusable results dir fails before the table, not after
             _show_config(cfg)
         metrics, run_dir = pipeline.train(cfg, resume=resume, reporter=Reporter())
         if not distributed.is_main():
             return
-        log_run(run_dir, track=tracker(track), study=study)
+        log_run(run_dir, track=track, study=study)
         _metrics_table(f"{cfg.model} on {cfg.dataset}: best epoch {metrics['best_epoch']} of "
                        f"{metrics['epochs']}, {metrics['wall_seconds']:.1f}s",
                        {"valid": metrics["valid"], "test": metrics["test"]})

@@ -136,8 +136,12 @@ def register(app: typer.Typer) -> None:
                 resolve_spec(tune_mod.spec_for({key: value}, base, "check"),
                              seed=seed_list.values[0], seed_source=seed_list.source)
         name = study or f"{base.dataset}-{base.model}"
-        found = tune_mod.study(name=name, storage=storage or tune_mod.default_storage(
-            base.results_dir), sampler=sampler, prune=prune, seed=seed_list.values[0])
+        url = storage or tune_mod.default_storage(base.results_dir)
+        found = tune_mod.study(name=name, storage=url, sampler=sampler, prune=prune,
+                               seed=seed_list.values[0])
+        for number in tune_mod.recover_stale(found, url):
+            print(f"trial {number} was left running by a process that no longer exists: "
+                  "marked failed, its parameters tried again", file=sys.stderr)
         found.enqueue_trial(faithful, skip_if_exists=True)
 
         def run(spec: Any, trial: Any) -> Any:  # Optuna's objective calls it per trial

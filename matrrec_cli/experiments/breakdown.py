@@ -39,7 +39,7 @@ from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments.significance import bh, ndcg10, test_ranks, wilcoxon_p
 from matrrec_cli.experiments.table2 import MODEL_ORDER, Members, Selection, chosen_runs
 from matrrec_cli.io import atomic_path
-from matrrec_cli.paths import published_dir
+from matrrec_cli.paths import published_dir, stores_text
 
 OURS = "matrrec"
 N_BUCKETS, MIN_USERS = 4, 50  # quantile buckets of history length; fewest users per bucket
@@ -161,7 +161,7 @@ def load(results_dir: str | Path, dataset: str, data_dir: str | Path | None = No
     """Every chosen model's per-seed test ranks on the users they all share, and the buckets."""
     chosen = chosen_runs(results_dir, [dataset], selection=selection)
     if not chosen:
-        raise MatrrecError(f"no finished runs on {dataset} under {Path(results_dir) / 'runs'}; "
+        raise MatrrecError(f"no finished runs on {dataset} under {stores_text(results_dir)}; "
                            f"run matrrec train --dataset {dataset} first")
     return per_user(chosen, dataset, data_dir, results_dir=results_dir)
 

@@ -64,7 +64,7 @@ from matrrec_cli.experiments import paper
 from matrrec_cli.experiments import significance as sig
 from matrrec_cli.experiments.ablation import DEFAULT_LABEL, welch_p
 from matrrec_cli.experiments.table2 import MODEL_ORDER, SPEED_KEYS, Selection, chosen_runs
-from matrrec_cli.paths import published_dir
+from matrrec_cli.paths import published_dir, stores_text
 from matrrec_cli.train.config import DEFAULT, NEUTRAL, NON_SEMANTIC, comparable
 from matrrec_cli.train.runs import finished_runs
 
@@ -614,8 +614,8 @@ def claims(results_dir: str | Path, datasets: list[str] | None = None, *,
     if not datasets:
         datasets = sorted({c["dataset"] for _, c, _ in runs})
     if not datasets:
-        raise MatrrecError(f"no finished runs under {rdir / 'runs'}; give --dataset NAME to see "
-                           "the commands that make them")
+        raise MatrrecError(f"no finished runs under {stores_text(rdir)}; give --dataset NAME to "
+                           "see the commands that make them")
     datasets = list(dict.fromkeys(datasets))
     chosen = chosen_runs(rdir, datasets, selection=selection)
     rows = claim1(rdir, datasets, chosen, selection)

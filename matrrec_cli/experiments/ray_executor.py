@@ -60,6 +60,37 @@ def ray_module() -> Any:
     return ray
 
 
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str | None) -> None:
+    """A host:port (or ray://host:port) address where nothing listens is one error within
+    seconds; Ray itself would keep retrying its connection for minutes with no word."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not host:port; Ray says what it makes of it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise MatrrecError(f"--address {address}: nothing answers there ({exc.strerror or exc}); "
+                           "start the head with `ray start --head` or give the address it "
+                           "printed") from None
+
+
+def check_resources(ray: Any, cpus: float, gpus: float) -> None:
+    """A task asking for more CPUs or GPUs than any node of the cluster has would wait forever;
+    say so at once instead."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for name, want, flag in (("CPU", cpus, "--cpus-per-run"), ("GPU", gpus, "--gpus-per-run")):
+        most = max((n.get(name, 0.0) for n in nodes), default=0.0)
+        if want > most:
+            raise UsageError(f"{flag} {want:g}: no node of the Ray cluster has that many "
+                             f"{name}s (the most on one node: {most:g}); lower {flag}")
+
+
 class Session:
     """Attach to the Ray cluster at `address` (else $RAY_ADDRESS), or start an embedded local
     instance; on exit, shut down only what this command started."""
@@ -71,6 +102,7 @@ class Session:
     def __enter__(self) -> Any:
         ray = ray_module()
         if not ray.is_initialized():
+            _check_reachable(self.address)
             try:
                 ray.init(address=self.address or "local", include_dashboard=False,
                          log_to_driver=False, logging_level="ERROR")
@@ -219,6 +251,7 @@ def run_jobs(jobs: list[Job], opts: ExecutorOptions, reporter: Reporter
         from ray.util.queue import Empty, Queue
 
         gpus = default_gpus(ray) if opts.gpus_per_run is None else opts.gpus_per_run
+        check_resources(ray, opts.cpus_per_run, gpus)
         queue = Queue()
         task = ray.remote(train_task).options(
             num_cpus=opts.cpus_per_run, num_gpus=gpus, max_retries=opts.max_retries,
@@ -289,6 +322,7 @@ def profile_cells(cells: list[dict[str, Any]], opts: ExecutorOptions,
     results in order."""
     with Session(opts.address) as ray:
         gpus = default_gpus(ray) if opts.gpus_per_run is None else opts.gpus_per_run
+        check_resources(ray, opts.cpus_per_run, gpus)
         # max_calls=1: each cell in a worker process of its own, so its peak memory is its own
         task = ray.remote(num_cpus=opts.cpus_per_run, num_gpus=gpus, max_calls=1,
                           max_retries=opts.max_retries)(profile_task)

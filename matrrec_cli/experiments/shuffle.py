@@ -23,6 +23,7 @@ from matrrec_cli.experiments.claims import Vary, families
 from matrrec_cli.experiments.runner import mean_std
 from matrrec_cli.experiments.significance import ndcg10, test_ranks, wilcoxon_users
 from matrrec_cli.experiments.table2 import Selection
+from matrrec_cli.paths import stores_text
 from matrrec_cli.train.runs import finished_runs
 
 KEY = "shuffle_history"
@@ -55,7 +56,7 @@ def shuffle_table(results_dir: str | Path, datasets: list[str] | None = None,
             and not c.get("tag")]
     datasets = list(dict.fromkeys(datasets or sorted({c["dataset"] for _, c, _ in runs})))
     if not datasets:
-        raise MatrrecError(f"no finished runs under {Path(results_dir) / 'runs'}; give "
+        raise MatrrecError(f"no finished runs under {stores_text(results_dir)}; give "
                            "--dataset NAME to see the commands that make them")
     rows, todo = [], []
     for ds in datasets:

@@ -29,7 +29,7 @@ from matrrec_cli.data.registry import training_defaults
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments import paper
 from matrrec_cli.models import model_names
-from matrrec_cli.paths import published_dir
+from matrrec_cli.paths import stores_text
 from matrrec_cli.train.config import (
     NEUTRAL,
     NON_SEMANTIC,
@@ -197,12 +197,11 @@ def no_runs_error(results_dir: str | Path, datasets: list[str] | None,
                   selection: Selection | None) -> MatrrecError:
     """The error for an empty table, saying which runs were left out and how to admit them."""
     left = [c for c in candidates(results_dir, datasets, None, selection) if not c.chosen]
-    root = Path(results_dir) / "runs"
     if not left:
-        return MatrrecError(f"no finished runs under {root} or {published_dir(results_dir)}; "
+        return MatrrecError(f"no finished runs under {stores_text(results_dir)}; "
                             "run matrrec train first")
-    return MatrrecError(f"no finished run under {root} qualifies: {len(left)} left out, e.g. "
-                        f"{left[0].members[0][0]}: {left[0].why}")
+    return MatrrecError(f"no finished run under {stores_text(results_dir)} qualifies: "
+                        f"{len(left)} left out, e.g. {left[0].members[0][0]}: {left[0].why}")
 
 
 def collect(results_dir: str | Path, datasets: list[str] | None = None,

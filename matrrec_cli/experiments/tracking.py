@@ -76,6 +76,8 @@ def _mlflow(run_dir: Path, study: str | None) -> None:
     metrics = json.loads((run_dir / runs.METRICS).read_text())
     env = json.loads((run_dir / runs.ENV).read_text())
     results = Path(cfg["results_dir"])
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        _check_store(results / "mlflow.db")
     uri = os.environ.get("MLFLOW_TRACKING_URI") or \
         f"sqlite:///{(results / 'mlflow.db').resolve()}"
     client = MlflowClient(tracking_uri=uri)
@@ -100,6 +102,17 @@ def _mlflow(run_dir: Path, study: str | None) -> None:
         client.set_terminated(rid, status="FAILED")  # never a run left "running" forever
         raise
     client.set_terminated(rid)
+
+
+def _check_store(db: Path) -> None:
+    """The default store must be a writable file (or creatable): MLflow meets an unusable one
+    with minutes of database retries and dozens of log lines; this is one exception, which
+    log_run turns into one warning."""
+    if db.exists() and not db.is_file():
+        raise OSError(f"{db} is not a file")
+    target = db if db.exists() else db.parent
+    if not os.access(target, os.W_OK):
+        raise PermissionError(f"{target} is not writable")
 
 
 def _metric(name: str) -> str:

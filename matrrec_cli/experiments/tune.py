@@ -18,6 +18,8 @@ printed as the exact `matrrec train` command, tagged so Table 2 shows it as "<mo
 from __future__ import annotations
 
 import math
+import os
+import socket
 import statistics
 import time
 import warnings
@@ -82,6 +84,9 @@ def parse_space(specs: list[str]) -> dict[str, Param]:
         key = key.strip().replace("-", "_")
         if not sep or not key or not raw.strip():
             raise UsageError(f"--space {spec!r}: expected key=v1,v2 or key=loguniform:low:high")
+        if key in space:  # the second would silently replace the first
+            raise UsageError(f"--space {key} is given twice; give each key once (one list or "
+                             "one range)")
         kind, _, rest = raw.partition(":")
         if kind in KINDS:
             try:
@@ -92,6 +97,8 @@ def parse_space(specs: list[str]) -> dict[str, Param]:
                     (kind in ("loguniform", "intlog") and low <= 0):
                 raise UsageError(f"--space {spec!r}: needs low < high (and low > 0 for a log "
                                  "scale)")
+            if kind in ("int", "intlog") and not (low.is_integer() and high.is_integer()):
+                raise UsageError(f"--space {spec!r}: {kind} bounds must be whole numbers")
             space[key] = Param(key, kind, low=low, high=high)
         else:
             values = tuple(dict.fromkeys(_number(v.strip()) for v in raw.split(",") if v.strip()))
@@ -143,6 +150,25 @@ def spec_for(choice: dict[str, Any], base: RunOptions, label: str) -> RunSpec:
     return RunSpec(base.given_by(f"tune {label}", sets=sets, **own), label=label)
 
 
+def _check_types(key: str, values: tuple[Any, ...], current: Any) -> None:
+    """A value list must hold values of the key's type: numbers for a numeric key (an int key
+    whole numbers), true/false for a boolean one; anything else would fail inside a trial."""
+    if isinstance(current, bool):
+        bad = [v for v in values if str(v).lower() not in ("true", "false", "1", "0")]
+        want = "true or false"
+    elif isinstance(current, int):
+        bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool)]
+        want = "whole numbers"
+    elif isinstance(current, float):
+        bad = [v for v in values if not isinstance(v, (int, float)) or isinstance(v, bool)]
+        want = "numbers"
+    else:
+        return
+    if bad:
+        raise UsageError(f"--space {key}: {bad[0]!r} is not a value of {key} (it takes {want}, "
+                         f"like {current!r})")
+
+
 def check_space(space: dict[str, Param], start: TrainConfig, sampler: str) -> dict[str, Any]:
     """Each key's value in the starting configuration, which must lie in its range (the faithful
     trial is part of every study); a value list gains it when it lacks it."""
@@ -152,6 +178,8 @@ def check_space(space: dict[str, Param], start: TrainConfig, sampler: str) -> di
         if value is None:
             raise UsageError(f"--space {key}: neither model {start.model!r} nor the trainer has "
                              "this setting (matrrec models lists a model's keys)")
+        if param.kind == "choice":
+            _check_types(key, param.values, value)
         if param.kind == "choice" and not param.holds(value):
             space[key] = Param(key, "choice", values=(value, *param.values))
         elif not space[key].holds(value):
@@ -226,10 +254,49 @@ def default_storage(results_dir: str | Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
+def _worker() -> str:
+    """This process as a trial's owner: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def recover_stale(found: Any, storage: str) -> list[int]:
+    """Trials left RUNNING by a process of this machine that no longer exists (killed mid-
+    study): marked FAIL and their parameters enqueued again, so the study tries them once more
+    (their finished runs are reused, their unfinished ones resume). Returns their numbers. A
+    trial owned by a live process, or by another machine, is left alone."""
+    import optuna
+    from optuna.trial import TrialState
+
+    store = optuna.storages.get_storage(storage)
+    study_id = store.get_study_id_from_name(found.study_name)
+    host = socket.gethostname()
+    stale = []
+    for t in found.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner_host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        trial_id = store.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        store.set_trial_state_values(trial_id, TrialState.FAIL)
+        found.enqueue_trial(t.params, skip_if_exists=False)
+        stale.append(t.number)
+    return stale
+
+
 def objective(space: dict[str, Param], base: RunOptions,
               run: Callable[[RunSpec, Any], list[RunResult]]) -> Callable[[Any], float]:
     """Optuna's objective: suggest, train (or reuse) over the tuning seeds, mean valid score."""
     def evaluate(trial: Any) -> float:
+        trial.set_user_attr("worker", _worker())  # recover_stale's evidence of its owner
         choice = {k: p.suggest(trial) for k, p in space.items()}
         label = ",".join(f"{k}={v}" for k, v in choice.items())
         results = run(spec_for(choice, base, f"trial {trial.number}: {label}"), trial)

@@ -86,6 +86,7 @@ def _train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[
                 stale.unlink(missing_ok=True)
         run_dir = distributed.share(run_dir)  # other ranks never create a directory
         reporter.note(f"run directory: {run_dir}")
+        _say_scan(cfg, reporter)
         try:
             metrics = fit(cfg, data, model_builder(cfg, data.seqs.n_items), run_dir,
                           reporter=reporter)
@@ -95,6 +96,18 @@ def _train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
     return metrics, run_dir
+
+
+def _say_scan(cfg: TrainConfig, reporter: Reporter) -> None:
+    """One line when a Mamba model will run the eager CPU scan because numba is missing (a
+    platform without its wheels): the fused scan is the default everywhere else."""
+    if cfg.model_config.get("scan_impl") != "auto" or resolve_device(cfg.device).type != "cpu":
+        return
+    from matrrec_cli.models import scan_kernel
+
+    if not scan_kernel.available():
+        reporter.note(f"the fused CPU scan is off ({scan_kernel.reason()}): this run uses the "
+                      "eager scan, the same numbers, slower")
 
 
 def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = None,
@@ -107,7 +120,7 @@ def evaluate_run(run_dir: str | Path, *, split_name: str, device: str | None = N
     cfg, stored = runs.load_run(run_dir)
     weights = runs.require_weights(run_dir, cfg, split_name)
     same_protocol = mask_history is None or mask_history == cfg.mask_history
-    cfg = replace(cfg, data_dir=data_dir or cfg.data_dir,
+    cfg = replace(cfg, data_dir=runs.data_dir_of(run_dir, cfg, data_dir),
                   mask_history=cfg.mask_history if mask_history is None else mask_history)
     data = load_split(cfg)
     dev = resolve_device(device or "auto")

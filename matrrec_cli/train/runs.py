@@ -86,6 +86,15 @@ def training_lock(cfg: TrainConfig) -> Iterator[None]:
         yield
 
 
+def check_writable(cfg: TrainConfig) -> None:
+    """Raise the OSError that training would meet later when the results directory cannot hold
+    a run (not a directory, not writable, a name the file system refuses)."""
+    root = Path(cfg.results_dir) / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+        pass
+
+
 def runs_root(results_dir: str | Path, dataset: str, model: str) -> Path:
     return Path(results_dir) / "runs" / dataset / model
 
@@ -198,10 +207,55 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any] | None]:
     except (TypeError, AttributeError):  # {} or a list: not the record train writes
         raise MatrrecError(f"{path / CONFIG} is corrupt (not a run configuration); train the "
                            "run again") from None
+    bad = _mistyped(cfg)
+    if bad:
+        raise MatrrecError(f"{path / CONFIG} is corrupt ({bad}); train the run again")
     metrics = read_json(path / METRICS) if (path / METRICS).exists() else None
     if metrics is not None and not isinstance(metrics, dict):
         raise MatrrecError(f"{path / METRICS} is corrupt; train the run again")
     return cfg, metrics
+
+
+def _mistyped(cfg: TrainConfig) -> str | None:
+    """The first field of a loaded configuration whose value is not of its default's type
+    (a hand-edited or damaged config.json: `"max_len": "ten"`), as "max_len is 'ten'"."""
+    import dataclasses
+
+    for f in dataclasses.fields(cfg):
+        value, default = getattr(cfg, f.name), f.default
+        if default is dataclasses.MISSING:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
+                else None
+        if default is None or value is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            return f"{f.name} is {value!r}"
+    return None
+
+
+def data_dir_of(run_dir: Path, cfg: TrainConfig, given: str | Path | None = None) -> str:
+    """Where a run's dataset is prepared: `given` (--data-dir), else the directory the run
+    recorded. A relative one was relative to where training ran; seen from elsewhere, it is
+    looked for beside the run's results directory (<dir>/results/runs/... -> <dir>/data), the
+    layout the defaults make, before it is given up on."""
+    if given is not None:
+        return str(given)
+    recorded = Path(cfg.data_dir)
+    if recorded.is_absolute() or (recorded / cfg.dataset).exists():
+        return cfg.data_dir
+    depth = 5 if is_published(run_dir) else 4  # runs/<ds>/<model>/<id> (published/ above)
+    parents = Path(run_dir).resolve().parents
+    if len(parents) > depth and (parents[depth] / recorded / cfg.dataset).exists():
+        return str(parents[depth] / recorded)
+    return cfg.data_dir
 
 
 def check_record(run: Path, cfg: Any, metrics: Any) -> None:
