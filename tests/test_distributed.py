@@ -30,7 +30,7 @@ from matrrec_cli.train.checkpoint import load_checkpoint, restore
 from matrrec_cli.train.evaluate import evaluate_split
 from matrrec_cli.train.pipeline import load_split, model_builder
 
-REL = 1e-5  # 1 vs 2 ranks: summation order only (dropout 0)
+REL = 1e-5  # 1 vs 2 ranks: summation order only (the same draws on any number of ranks)
 ARGS = ["--dataset", "cyc", "--model", "sasrec", "--epochs", "3", "--device", "cpu", "--json",
         "--set", "hidden_size=16", "--set", "inner_size=32", "--set", "batch_size=113",
         "--set", "eval_batch_size=7"]
@@ -102,6 +102,63 @@ def test_two_ranks_train_as_one_process(runs_1_and_2) -> None:
     print(f"1 vs 2 ranks: max relative difference {worst:.2e}")
     assert worst <= REL
     assert m1["config_hash"] == m2["config_hash"]  # where it ran is not what it computed
+
+
+SIZES = {"sasrec": ["--set", "hidden_size=16", "--set", "inner_size=32"],
+         "matrrec": ["--set", "hidden_size=16", "--set", "inner_size=32", "--set", "d_state=4"],
+         "bert4rec": ["--set", "hidden_size=16", "--set", "inner_size=32"]}
+
+
+@pytest.mark.parametrize("model", list(SIZES))
+def test_two_ranks_equal_one_process_at_the_default_dropout(data_dir: Path, tmp_path: Path,
+                                                            model: str) -> None:
+    """Every random draw of training (dropout masks, BERT4Rec's masked positions) is the one
+    process's, whatever the number of ranks: each rank draws the whole batch's and keeps its
+    rows, from rank 0's state (models/draws.py). So at the model's own dropout two ranks give
+    the one-process numbers to summation order, with the batch of one that leaves rank 1's
+    shard empty in every epoch."""
+    out = []
+    for nproc in ("1", "2"):
+        results = tmp_path / f"results{nproc}"
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--dataset", "cyc", "--model", model, "--epochs", "3", "--device",
+                  "cpu", "--set", "batch_size=113", "--set", "eval_batch_size=7",
+                  *SIZES[model], "--data-dir", str(data_dir), "--results-dir", str(results),
+                  "--nproc-per-node", nproc])
+        assert e.value.code in (0, None)
+        (run,) = (results / "runs" / "cyc" / model).iterdir()
+        out.append(run)
+    one, two = out
+    cfg = json.loads((one / runs.CONFIG).read_text())
+    assert any("dropout" in k and v > 0 for k, v in cfg["model_config"].items()
+               if isinstance(v, float))  # the model's own dropout is on
+    h1, h2 = _history(one), _history(two)
+    pairs = [(a["loss"], b["loss"]) for a, b in zip(h1, h2, strict=True)]
+    m1 = json.loads((one / runs.METRICS).read_text())
+    m2 = json.loads((two / runs.METRICS).read_text())
+    for split_name in ("valid_full", "test_full"):
+        pairs += [(m1[split_name][k], m2[split_name][k]) for k in m1[split_name]]
+    worst = max(_rel(a, b) for a, b in pairs)
+    print(f"{model}, 1 vs 2 ranks at its dropout: max relative difference {worst:.2e}")
+    assert worst <= REL
+
+
+def test_a_rank_draws_its_rows_of_the_whole_batch_mask() -> None:
+    """The rank-invariant draw is F.dropout's own draw, row for row, bit for bit."""
+    import torch.nn.functional as F
+
+    from matrrec_cli.models import draws
+
+    x = torch.randn(9, 5, 4)
+    torch.manual_seed(3)
+    whole = F.dropout(x, 0.4, True)
+    for lo, hi in ((0, 5), (5, 9), (9, 9)):
+        torch.manual_seed(3)
+        with draws.batch_rows(9, lo, hi):
+            part = draws.dropout(x[lo:hi], 0.4, True)
+        assert torch.equal(part, whole[lo:hi])
+    torch.manual_seed(3)
+    assert torch.equal(draws.dropout(x, 0.4, True), whole)  # one process: F.dropout itself
 
 
 def test_two_ranks_evaluate_like_one_process(runs_1_and_2) -> None:
@@ -252,3 +309,27 @@ def test_a_rank_failure_is_the_command_status(data_dir: Path, tmp_path: Path, ca
     assert out == ""
     assert err.count("is being trained by another process") == 1  # rank 0's one line
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_finished_two_rank_run_exits_0_every_time_on_a_loaded_cpu(data_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    """Ten finished 2-rank runs, each a fresh `matrrec` process, while another process holds a
+    core: every one exits 0 (ranks leave the process group together; distributed.close)."""
+    import subprocess
+    import sys
+
+    load = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for i in range(10):
+            proc = subprocess.run(
+                [sys.executable, "-m", "matrrec_cli", "train", "--dataset", "cyc", "--model",
+                 "sasrec", "--epochs", "1", "--device", "cpu", *SIZES["sasrec"],
+                 "--data-dir", str(data_dir), "--results-dir", str(tmp_path / f"r{i}"),
+                 "--nproc-per-node", "2"], capture_output=True, text=True, timeout=600,
+                stdin=subprocess.DEVNULL, check=False)
+            assert proc.returncode == 0, f"try {i + 1}: {proc.stderr[-1500:]}"
+            assert "terminate called" not in proc.stderr
+    finally:
+        load.kill()
+        load.wait()

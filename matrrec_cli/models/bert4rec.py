@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from matrrec_cli.errors import MatrrecError
+from matrrec_cli.models import draws
 from matrrec_cli.models.base import SeqBatch, SequentialRecommender, gather_last
+from matrrec_cli.models.draws import Dropout
 from matrrec_cli.models.layers import (
     TransformerConfig,
     TransformerEncoder,
@@ -75,7 +77,7 @@ class BERT4Rec(SequentialRecommender):
         self.position_embedding = nn.Embedding(max_len, cfg.hidden_size)
         self.trm_encoder = TransformerEncoder.from_config(cfg)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
         self.output_ffn = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.output_ln = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.output_bias = nn.Parameter(torch.zeros(n_items))
@@ -121,7 +123,7 @@ class BERT4Rec(SequentialRecommender):
             masked = torch.arange(L, device=device)[None, :] == (lengths - 1)[:, None]
             trained = masked
         else:
-            masked = (torch.rand(B, L, device=device) < cfg.mask_ratio) & real
+            masked = (draws.rand((B, L), device=device) < cfg.mask_ratio) & real  # rank-invariant
             from_right = masked.flip(1).cumsum(1).flip(1)  # (B, L): masks at positions >= j
             trained = masked & (from_right <= self.mask_item_length)  # keep the LAST ones
         if not cfg.mask_position_zero:
@@ -132,6 +134,7 @@ class BERT4Rec(SequentialRecommender):
     def calculate_loss(self, batch: SeqBatch) -> torch.Tensor:
         """Masked-item CE on the history; batch.target / targets are not used."""
         seq, trained = self.mask_items(batch.item_seq, batch.lengths)
+        self.last_loss_terms = trained.sum()  # the mean below is over these (distributed.py)
         h = self.forward(seq)[trained]  # (N, D)
         if h.size(0) == 0:
             return self.output_bias.sum() * 0.0  # no trained slot in this batch

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from matrrec_cli.models.base import SeqBatch, SequentialRecommender
+from matrrec_cli.models.draws import Dropout
 from matrrec_cli.models.layers import TransformerEncoder, attention_mask
 
 
@@ -57,7 +58,7 @@ class TransNet(nn.Module):
             layer_norm_eps=cfg.layer_norm_eps,
         )
         self.LayerNorm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
         self.fn = nn.Linear(D, 1)
 
     def forward(self, item_seq: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
@@ -79,7 +80,8 @@ class CORE(SequentialRecommender):
     def __init__(self, *, n_items: int, max_len: int, config: COREConfig) -> None:
         super().__init__(n_items=n_items, max_len=max_len, config=config)
         cfg = config
-        self.sess_dropout = nn.Dropout(cfg.sess_dropout)
+        self.sess_dropout = Dropout(cfg.sess_dropout)
+        # over items, not batch rows: every rank draws the same mask from the same state
         self.item_dropout = nn.Dropout(cfg.item_dropout)
         self.item_embedding = nn.Embedding(n_items, cfg.embedding_size, padding_idx=0)
         self.net = TransNet(cfg, max_len)

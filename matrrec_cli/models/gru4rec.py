@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from matrrec_cli.models.base import SequentialRecommender
+from matrrec_cli.models.draws import Dropout
 
 
 @dataclasses.dataclass
@@ -38,7 +39,7 @@ class GRU4Rec(SequentialRecommender):
         super().__init__(n_items=n_items, max_len=max_len, config=config)
         cfg = config
         self.item_embedding = nn.Embedding(n_items, cfg.embedding_size, padding_idx=0)
-        self.emb_dropout = nn.Dropout(cfg.dropout_prob)
+        self.emb_dropout = Dropout(cfg.dropout_prob)
         self.gru_layers = nn.GRU(
             input_size=cfg.embedding_size,
             hidden_size=cfg.hidden_size,

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from matrrec_cli.errors import MatrrecError
+from matrrec_cli.models.draws import Dropout
 
 AttnImpl = Literal["explicit", "sdpa"]
 
@@ -111,10 +112,10 @@ class MultiHeadAttention(nn.Module):
         self.query = nn.Linear(hidden_size, hidden_size)
         self.key = nn.Linear(hidden_size, hidden_size)
         self.value = nn.Linear(hidden_size, hidden_size)
-        self.attn_dropout = nn.Dropout(attn_dropout_prob)
+        self.attn_dropout = Dropout(attn_dropout_prob)
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.out_dropout = nn.Dropout(hidden_dropout_prob)
+        self.out_dropout = Dropout(hidden_dropout_prob)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
@@ -169,7 +170,7 @@ class FeedForward(nn.Module):
         self.dense_1 = nn.Linear(hidden_size, inner_size)
         self.dense_2 = nn.Linear(inner_size, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.dropout = Dropout(hidden_dropout_prob)
 
     def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
         h = self.dropout(self.dense_2(F.gelu(self.dense_1(input_tensor))))  # (B, L, D)

@@ -21,6 +21,7 @@ from torch import nn
 
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.models.base import SequentialRecommender
+from matrrec_cli.models.draws import Dropout
 from matrrec_cli.models.layers import init_normal_
 from matrrec_cli.models.mamba import Mamba, ScanImpl, check_scan_impl
 
@@ -55,7 +56,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.w_1 = nn.Linear(d_model, inner_size)
         self.w_2 = nn.Linear(inner_size, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +78,7 @@ class MambaLayer(nn.Module):
             backend=cfg.mamba_backend,
             scan_impl=cfg.scan_impl,
         )
-        self.dropout = nn.Dropout(cfg.dropout_prob)
+        self.dropout = Dropout(cfg.dropout_prob)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=1e-12)
         self.ffn = FeedForward(cfg.hidden_size, cfg.hidden_size * 4, cfg.dropout_prob)
 
@@ -101,7 +102,7 @@ class Mamba4Rec(SequentialRecommender):
         cfg = config
         self.item_embedding = nn.Embedding(n_items, cfg.hidden_size, padding_idx=0)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=1e-12)
-        self.dropout = nn.Dropout(cfg.dropout_prob)
+        self.dropout = Dropout(cfg.dropout_prob)
         self.mamba_layers = nn.ModuleList([MambaLayer(cfg) for _ in range(cfg.n_layers)])
         init_normal_(self, std=0.02, skip=(Mamba,) if cfg.init == "mamba" else ())
 

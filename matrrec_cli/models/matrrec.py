@@ -20,6 +20,7 @@ from torch import nn
 
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.models.base import SequentialRecommender
+from matrrec_cli.models.draws import Dropout
 from matrrec_cli.models.layers import AttnImpl, TransformerLayer, attention_mask, init_normal_
 from matrrec_cli.models.mamba import Mamba, ScanImpl, check_scan_impl
 
@@ -95,7 +96,7 @@ class MambaLayer(nn.Module):
             backend=cfg.mamba_backend,
             scan_impl=cfg.scan_impl,
         )
-        self.dropout = nn.Dropout(dropout_prob)
+        self.dropout = Dropout(dropout_prob)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -150,7 +151,7 @@ class MaTrRec(SequentialRecommender):
             nn.Embedding(max_len, cfg.hidden_size) if cfg.use_position_embedding else None
         )
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.mambatr_layers = nn.ModuleList(
             [MambaTrLayer(cfg, p, p_hidden, p_attn) for _ in range(cfg.n_layers)]
         )

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from matrrec_cli.models.base import SequentialRecommender, gather_last
+from matrrec_cli.models.draws import Dropout
 
 
 @dataclasses.dataclass
@@ -43,12 +44,12 @@ class NARM(SequentialRecommender):
         cfg = config
         H = cfg.hidden_size
         self.item_embedding = nn.Embedding(n_items, cfg.embedding_size, padding_idx=0)
-        self.emb_dropout = nn.Dropout(cfg.dropout_probs[0])
+        self.emb_dropout = Dropout(cfg.dropout_probs[0])
         self.gru = nn.GRU(cfg.embedding_size, H, cfg.n_layers, bias=False, batch_first=True)
         self.a_1 = nn.Linear(H, H, bias=False)
         self.a_2 = nn.Linear(H, H, bias=False)
         self.v_t = nn.Linear(H, 1, bias=False)
-        self.ct_dropout = nn.Dropout(cfg.dropout_probs[1])
+        self.ct_dropout = Dropout(cfg.dropout_probs[1])
         self.b = nn.Linear(2 * H, cfg.embedding_size, bias=False)
         with torch.no_grad():  # RecBole's _init_weights in `self.apply` order
             for m in (self.item_embedding, self.a_1, self.a_2, self.v_t, self.b):

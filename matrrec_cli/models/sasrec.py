@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from matrrec_cli.models.base import SequentialRecommender
+from matrrec_cli.models.draws import Dropout
 from matrrec_cli.models.layers import (
     TransformerConfig,
     TransformerEncoder,
@@ -46,7 +47,7 @@ class SASRec(SequentialRecommender):
         self.position_embedding = nn.Embedding(max_len, cfg.hidden_size)
         self.trm_encoder = TransformerEncoder.from_config(cfg)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
         init_normal_(self, std=cfg.initializer_range)
 
     def _embed(self, item_seq: torch.Tensor) -> torch.Tensor:

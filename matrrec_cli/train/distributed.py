@@ -204,9 +204,19 @@ def init(device: torch.device) -> torch.device:
     return device
 
 
-def close() -> None:
+def close(*, together: bool) -> None:
+    """Leave the process group. After a finished run (`together`) every rank waits at a barrier
+    first: a rank that tore its connections down while another still used them was aborted at
+    exit now and then ("terminate called without an active exception", SIGABRT; seen in 1 of
+    5 finished 2-rank runs on a loaded CPU, and in none of 8 with the barrier). After a failure
+    a rank leaves at once, since the others may be inside another collective."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if together:
+                with _together():
+                    dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def local_device(device: torch.device) -> torch.device:
@@ -251,10 +261,36 @@ def barrier() -> None:
             dist.barrier()
 
 
+def shard_rows(n: int, rank: int, size: int) -> tuple[int, int]:
+    """The rows [lo, hi) of a global batch of n that `rank` holds: contiguous, sizes differing
+    by at most one (the first ones larger); a batch smaller than the number of ranks leaves the
+    last shards empty."""
+    base, extra = divmod(n, size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
 def shard(indices: np.ndarray, rank: int, size: int) -> np.ndarray:
-    """This rank's contiguous part of a global batch: sizes differ by at most one (the first
-    ones larger); a batch smaller than the number of ranks leaves the last shards empty."""
-    return np.array_split(indices, size)[rank]
+    """This rank's contiguous part of a global batch (shard_rows)."""
+    lo, hi = shard_rows(len(indices), rank, size)
+    return indices[lo:hi]
+
+
+def sync_random_state(device: torch.device) -> None:
+    """Every rank takes rank 0's torch random state (and its CUDA one on a GPU), so the draws of
+    the coming step (models/draws.py: each rank draws the whole batch's masks and keeps its
+    rows) are the one-process run's draws, whatever the number of ranks. A rank whose shard was
+    empty, and so drew nothing last step, is back in step here."""
+    state = torch.get_rng_state()
+    where = state.to(device) if device.type == "cuda" else state  # nccl moves CUDA tensors
+    with _together():
+        dist.broadcast(where, src=0)
+    torch.set_rng_state(where.cpu())
+    if device.type == "cuda":
+        cuda = torch.cuda.get_rng_state(device).to(device)
+        with _together():
+            dist.broadcast(cuda, src=0)
+        torch.cuda.set_rng_state(cuda.cpu(), device)
 
 
 def my_batches(batches: list[np.ndarray]) -> list[np.ndarray]:
@@ -290,8 +326,8 @@ def gather_ranks(ranks: np.ndarray, batches: list[np.ndarray]) -> np.ndarray:
 def loss_terms(batch: SeqBatch) -> torch.Tensor:
     """How many terms the batch's mean loss averages: its rows (objective prefix) or its
     targets (objective all). Exact for every mean-over-targets loss plus a regulariser that
-    does not depend on the data (NextItNet); BERT4Rec averages over its random masked slots,
-    which this only approximates."""
+    does not depend on the data (NextItNet). A model whose loss averages over slots it draws
+    (BERT4Rec's masked items) sets `last_loss_terms` instead, which train_step prefers."""
     if batch.targets is not None:
         return (batch.targets > 0).sum()
     return torch.tensor(len(batch.lengths), device=batch.lengths.device)
@@ -312,8 +348,10 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     params = [p for p in model.parameters() if p.requires_grad]
     dev = params[0].device
     if batch is not None and len(batch.lengths):
-        terms = loss_terms(batch).to(torch.float32)
         loss = model.calculate_loss(batch)
+        # a loss over random slots (BERT4Rec's masked items) says how many it averaged
+        counted = getattr(model, "last_loss_terms", None)
+        terms = (counted if counted is not None else loss_terms(batch)).to(torch.float32)
         (loss * terms).backward()
         total = loss.detach().float() * terms
     else:
@@ -326,6 +364,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     with _together():
         dist.all_reduce(flat)  # SUM
     *touched_by, loss_sum, n_terms = flat[-len(params) - 2:].tolist()  # the step's one host sync
+    n_terms = n_terms or 1.0  # no term anywhere (BERT4Rec masked no slot): zero, as one process
     value = loss_sum / n_terms
     if not np.isfinite(value):
         place = f" {where()}" if where else ""

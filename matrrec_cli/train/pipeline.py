@@ -54,12 +54,16 @@ def train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[s
         return _train(cfg, resume=resume, reporter=reporter)
     distributed.init(resolve_device(cfg.device))
     try:
-        return _train(cfg, resume=resume,
-                      reporter=reporter if distributed.is_main() else Reporter(enabled=False))
+        out = _train(cfg, resume=resume,
+                     reporter=reporter if distributed.is_main() else Reporter(enabled=False))
     except KeyboardInterrupt:  # the launcher says how to resume (with --nproc-per-node)
+        distributed.close(together=False)
         raise SystemExit(130) from None
-    finally:
-        distributed.close()
+    except BaseException:  # the others may be inside a collective: leave without waiting
+        distributed.close(together=False)
+        raise
+    distributed.close(together=True)
+    return out
 
 
 def _train(cfg: TrainConfig, *, resume: bool, reporter: Reporter) -> tuple[dict[str, Any], Path]:

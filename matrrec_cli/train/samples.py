@@ -22,16 +22,17 @@ def _gather(
 
 
 def make_batch(data: SplitData, samples: Samples, *, split: str, objective: str = "prefix",
-               trim: bool = False) -> SeqBatch:
+               trim: bool = False, width: int | None = None) -> SeqBatch:
     """The SeqBatch for `samples`: right-padded (B, W) histories, W = L by default (§2.6).
 
     objective "prefix" (and evaluation) sets `target` = items[b]; "all" sets `targets`, the next
     item at every position of the row (0 past the row's length). `trim` drops the trailing
     padding columns past trimmed_width, for models that ignore them (bucket_by_length). `split`
-    names the samples' split (their items differ under the shuffle test).
+    names the samples' split (their items differ under the shuffle test). `width` sets W (a
+    rank's rows of a trimmed global batch keep the global batch's width).
     """
     items = data.sequences(split).items
-    L = trimmed_width(samples, data.max_len) if trim else data.max_len
+    L = width or (trimmed_width(samples, data.max_len) if trim else data.max_len)
     seq = _gather(items, samples.a, samples.b, L)  # (B, W)
     batch = SeqBatch(item_seq=torch.from_numpy(seq),
                      lengths=torch.from_numpy(samples.lengths))

@@ -33,6 +33,7 @@ from matrrec_cli.data.split import Samples, SplitData, refit_samples
 from matrrec_cli.env import environment
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.io import atomic_open, atomic_path, write_json
+from matrrec_cli.models import draws
 from matrrec_cli.models.base import SequentialRecommender
 from matrrec_cli.train import distributed, runs
 from matrrec_cli.train.checkpoint import (
@@ -51,7 +52,7 @@ from matrrec_cli.train.device import resolve_device
 from matrrec_cli.train.evaluate import evaluate_split, fit_known, ranks_frame
 from matrrec_cli.train.metrics import rounded
 from matrrec_cli.train.progress import Reporter
-from matrrec_cli.train.samples import epoch_batches, make_batch
+from matrrec_cli.train.samples import epoch_batches, make_batch, trimmed_width
 
 VALID_METRIC = "ndcg@10"  # RecBole valid_metric
 # Test hook, "EPOCH:SECONDS": after that epoch's checkpoint, say so on stderr and sleep, so a test
@@ -102,9 +103,9 @@ def resume_from(path: Path, keys: tuple[str, ...], cfg: TrainConfig,
         optimizer.load_state_dict(ck["optimizer"])
         epoch, elapsed = int(ck["epoch"]), float(ck["elapsed"])
         every_rng = ck.get("rng_ranks") or [ck["rng"]]  # one per rank that trained it
+        # resumed on another number of ranks, every rank takes rank 0's state: each step
+        # starts from rank 0's draws anyway (distributed.sync_random_state)
         set_rng_state(every_rng[ranks.rank] if len(every_rng) == ranks.size else ck["rng"], gen)
-        if ranks.rank and len(every_rng) != ranks.size:  # resumed on another number of ranks:
-            torch.manual_seed(cfg.seed + ranks.rank)  # the same data, new dropout masks
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise MatrrecError(f"{path} is corrupt ({type(exc).__name__}); "
                            f"{REBUILD[path.name]}") from None
@@ -166,8 +167,6 @@ def fit(
                                "everything known before each target already; refit is for "
                                "trained models")
         return fit_counts(cfg, data, model, run_dir, device=device, reporter=reporter)
-    if ranks.rank:  # each rank its own dropout masks; rank 0 draws what one process would
-        torch.manual_seed(cfg.seed + ranks.rank)
     optimizer = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # the train loader's own shuffle generator
     es = {"best": -math.inf, "best_epoch": None, "bad": 0}
@@ -249,12 +248,22 @@ def train_epoch(model: SequentialRecommender, optimizer: torch.optim.Optimizer,
         def at(b: int = i) -> str:  # only called on a bad loss
             epoch, last = where()
             return f"{epoch}, batch {b + 1}; the last good checkpoint is {last or 'none'}"
-        # on several ranks: this rank's shard (maybe empty), the gradient of all of it
-        part = idx if ranks.size == 1 else distributed.shard(idx, ranks.rank, ranks.size)
-        batch = make_batch(data, samples.take(part), split="train", objective=cfg.objective,
-                           trim=cfg.bucket_by_length).to(device) if len(part) else None
-        step = train_step if ranks.size == 1 else distributed.train_step
-        loss_value = step(model, optimizer, batch, where=at)
+        if ranks.size == 1:
+            batch = make_batch(data, samples.take(idx), split="train", objective=cfg.objective,
+                               trim=cfg.bucket_by_length).to(device)
+            loss_value = train_step(model, optimizer, batch, where=at)
+        else:
+            # this rank's rows of the global batch (maybe none), at the global batch's width,
+            # drawing its dropout masks as one process would (models/draws.py)
+            lo, hi = distributed.shard_rows(len(idx), ranks.rank, ranks.size)
+            width = trimmed_width(samples.take(idx), data.max_len) if cfg.bucket_by_length \
+                else None
+            batch = make_batch(data, samples.take(idx[lo:hi]), split="train",
+                               objective=cfg.objective, width=width).to(device) if hi > lo \
+                else None
+            distributed.sync_random_state(device)
+            with draws.batch_rows(len(idx), lo, hi):
+                loss_value = distributed.train_step(model, optimizer, batch, where=at)
         total += loss_value
         reporter.batch(loss=loss_value)
     return total
@@ -277,8 +286,6 @@ def refit(cfg: TrainConfig, data: SplitData, build: Callable[[], SequentialRecom
     samples = refit_samples(data)
     seed_everything(cfg.seed)
     model = build().to(device)
-    if ranks.rank:
-        torch.manual_seed(cfg.seed + ranks.rank)
     optimizer = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     start, elapsed = 0, 0.0
