@@ -220,9 +220,10 @@ def test_resume_of_a_two_rank_run_replays_it(data_dir: Path, tmp_path: Path, cap
                                              monkeypatch) -> None:
     """Interrupted after epoch 1 (its checkpoints as they were then) and resumed on two ranks,
     a run with dropout ends exactly as the uninterrupted one: each rank gets its own RNG state
-    back from last.pt. The checkpoints of epoch 1 are copied while the ranks sleep after it."""
+    back from last.pt. The checkpoints of epoch 1 are copied while the ranks wait after it."""
     args = ["--dropout", "0.2", "--data-dir", str(data_dir), "--nproc-per-node", "2"]
-    monkeypatch.setenv("MATRREC_PAUSE_AFTER_CHECKPOINT", "1:1.5")
+    copied = tmp_path / "copied"  # the ranks hold after epoch 1 until the copy is made
+    monkeypatch.setenv("MATRREC_PAUSE_AFTER_CHECKPOINT", f"1:@{copied}")
     stash = tmp_path / "stash"
     done = threading.Event()
 
@@ -231,6 +232,7 @@ def test_resume_of_a_two_rank_run_replays_it(data_dir: Path, tmp_path: Path, cap
             for history in (tmp_path / "a").rglob(runs.HISTORY):
                 if len(history.read_text().splitlines()) == 1:  # written after last.pt
                     shutil.copytree(history.parent, stash)
+                    copied.touch()
                     return
             time.sleep(0.02)
 

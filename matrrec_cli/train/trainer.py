@@ -67,6 +67,19 @@ def mamba_backends(model: torch.nn.Module, attr: str = "last_backend") -> list[s
                    if getattr(m, attr, None) is not None})
 
 
+def _pause(how: str) -> None:
+    """The tests' hold after a checkpoint (PAUSE_ENV "EPOCH:SECONDS", or "EPOCH:@FILE" to wait
+    until FILE exists: a handshake that holds however slow the machine is)."""
+    if not how.startswith("@"):
+        time.sleep(float(how))
+        return
+    flag = Path(how[1:])
+    for _ in range(60_000):  # at most ten minutes, in case the test died
+        if flag.exists():
+            return
+        time.sleep(0.01)
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """RecBole's optimizer (protocol §3): Adam with the run's lr and weight decay; no schedule,
     no clipping."""
@@ -220,7 +233,7 @@ def fit(
             if epoch == int(pause_epoch):
                 if main:
                     print(f"checkpoint epoch {epoch}", file=sys.stderr, flush=True)
-                time.sleep(float(pause_s))
+                _pause(pause_s)
     finally:
         reporter.stop()  # the live display never outlives the loop
     refit_s = None
