@@ -355,3 +355,23 @@ def test_profile_writes_tables_4_and_5(tiny: Path, tmp_path: Path, capsys) -> No
         assert (df["inference_s"] > 0).all()
         assert set(df["memory_kind"]) == {"cpu peak RSS (process)"}
     assert _run(["profile", "--dataset", "cyc", "--models", "nosuch"]) == 2
+
+
+def test_profile_times_a_sample_of_batches_by_default_and_says_so(tiny: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    """A cell of any size finishes: 10 timed batches scaled to the epoch unless --max-batches
+    all; the CSV and the output say how many were timed."""
+    common = ["profile", "--dataset", "cyc", "--models", "gru4rec", "--repeats", "1",
+              "--warmup", "0", "--device", "cpu", "--set", "batch_size=8", "--data-dir",
+              str(tiny), "--results-dir", str(tmp_path)]
+    assert _run(common) == 0
+    row = pd.read_csv(tmp_path / "table5_complexity.csv").iloc[0]
+    assert row["n_batches"] > 10
+    assert row["timed_batches"] == 10
+    assert "scaled from the timed batches" in capsys.readouterr().err
+    assert _run([*common, "--max-batches", "all"]) == 0
+    row = pd.read_csv(tmp_path / "table5_complexity.csv").iloc[0]
+    assert row["timed_batches"] == row["n_batches"]
+    for bad in ("0", "x"):
+        assert _run([*common, "--max-batches", bad]) == 2
+        assert "--max-batches must be" in capsys.readouterr().err

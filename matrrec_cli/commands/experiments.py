@@ -297,8 +297,10 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None,
         repeats: Annotated[int, typer.Option(help="Timed repeats (median).")] = 3,
         warmup: Annotated[int, typer.Option(help="Warm-up batches.")] = 2,
-        max_batches: Annotated[int | None, typer.Option(
-            help="Time only this many batches and scale to the epoch \\[default: all].")] = None,
+        max_batches: Annotated[str, typer.Option(
+            help="Time this many batches (and as many evaluation batches) and scale to the "
+                 "epoch, or 'all' for the whole epoch \\[default: 10, so a cell of any "
+                 "dataset size finishes in minutes].")] = "10",
         preset: Annotated[Preset | None, typer.Option(
             help="paper or recbole \\[default: paper].")] = None,
         set_: SetOpt = None, config: ConfigOpt = None,
@@ -313,7 +315,11 @@ def register(app: typer.Typer) -> None:
         (L 10,30,50,70 and every model). Writes results/table4_max_len.csv and
         results/table5_complexity.csv, replacing only the rows of the cells profiled again.
 
-        Example: matrrec profile --synthetic-like electronics --model all --max-batches 3
+        By default each cell times 10 training and 10 evaluation batches and scales them to
+        the epoch (the table and the CSV say how many were timed); --max-batches all times
+        whole epochs.
+
+        Example: matrrec profile --synthetic-like electronics --model all
         """
         from matrrec_cli.experiments import profile as prof
         from matrrec_cli.experiments.runner import parse_values
@@ -331,8 +337,9 @@ def register(app: typer.Typer) -> None:
         sources = [(d, False) for d in dataset or []] + [(d, True) for d in synthetic_like or []]
         if not sources:
             raise UsageError("give --dataset NAME or --synthetic-like NAME (repeatable)")
-        if repeats < 1 or warmup < 0 or (max_batches is not None and max_batches < 1):
-            raise UsageError("--repeats and --max-batches must be at least 1, --warmup >= 0")
+        batches_cap = _batches(max_batches)
+        if repeats < 1 or warmup < 0:
+            raise UsageError("--repeats must be at least 1, --warmup >= 0")
         models = ",".join([*(model or []), *([models_alias] if models_alias else [])]) or None
         lens = parse_values(max_len, int) if max_len else ([] if models else [10, 30, 50, 70])
         names = (model_names() if models in (None, "all") else parse_values(models, str)) \
@@ -342,7 +349,7 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"unknown model {name!r}; known: {', '.join(model_names())}")
         ddir, rdir = resolve_dirs(data_dir, results_dir)
         base = {"device": device or "auto", "data_dir": str(ddir), "repeats": repeats,
-                "warmup": warmup, "max_batches": max_batches, "preset": preset,
+                "warmup": warmup, "max_batches": batches_cap, "preset": preset,
                 "sets": list(set_ or [])}
         t4 = [{**base, "dataset": d, "synthetic": s, "model": "matrrec", "max_len": n}
               for d, s in sources for n in lens]
@@ -350,6 +357,20 @@ def register(app: typer.Typer) -> None:
                "max_len": _defaults(d, ddir).max_len} for d, s in sources for m in names]
         ex = executor_options(executor, address, cpus_per_run, gpus_per_run, False, False)
         _profile_tables(prof, t4, t5, rdir, markdown=markdown, json_out=json_out, executor=ex)
+
+
+def _batches(text: str) -> int | None:
+    """--max-batches: a count of at least 1, or 'all' (None: every batch)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"--max-batches must be a whole number of at least 1 or 'all', not "
+                         f"{text!r}")
+    return value
 
 
 def _defaults(dataset: str, data_dir: Path) -> Any:
@@ -403,5 +424,10 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
                           _seconds(r["train_s_per_epoch"]), _seconds(r["inference_s"]),
                           f"{r['timed_batches']}/{r['n_batches']}")
         show(table, markdown=markdown, console=console)
+        scaled = df[df["timed_batches"] < df["n_batches"]]
+        if not scaled.empty:
+            print(f"  train s/epoch and inference s of {len(scaled)} cell(s) are scaled from the "
+                  "timed batches (column 'timed batches'); --max-batches all times whole "
+                  "epochs", file=sys.stdout if markdown and not json_out else sys.stderr)
     if json_out:
         print_json(rows_out)
