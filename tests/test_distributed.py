@@ -91,17 +91,21 @@ def _rel(a: float, b: float) -> float:
 
 def test_two_ranks_train_as_one_process(runs_1_and_2) -> None:
     one, two = runs_1_and_2
-    h1, h2 = _history(one), _history(two)
-    assert len(h1) == len(h2) == 3
-    pairs = [(a["loss"], b["loss"]) for a, b in zip(h1, h2, strict=True)]
-    m1 = json.loads((one / runs.METRICS).read_text())
-    m2 = json.loads((two / runs.METRICS).read_text())
-    for split_name in ("valid_full", "test_full"):
-        pairs += [(m1[split_name][k], m2[split_name][k]) for k in m1[split_name]]
-    worst = max(_rel(a, b) for a, b in pairs)
+    assert len(_history(one)) == len(_history(two)) == 3
+    worst = _worst(one, two)
     print(f"1 vs 2 ranks: max relative difference {worst:.2e}")
     assert worst <= REL
+    m1, m2 = (json.loads((r / runs.METRICS).read_text()) for r in (one, two))
     assert m1["config_hash"] == m2["config_hash"]  # where it ran is not what it computed
+
+
+def _worst(one: Path, two: Path) -> float:
+    """The largest relative difference between two runs' epoch losses and final metrics."""
+    pairs = [(a["loss"], b["loss"]) for a, b in zip(_history(one), _history(two), strict=True)]
+    m1, m2 = (json.loads((r / runs.METRICS).read_text()) for r in (one, two))
+    for split_name in ("valid_full", "test_full"):
+        pairs += [(m1[split_name][k], m2[split_name][k]) for k in m1[split_name]]
+    return max(_rel(a, b) for a, b in pairs)
 
 
 SIZES = {"sasrec": ["--set", "hidden_size=16", "--set", "inner_size=32"],
@@ -132,13 +136,7 @@ def test_two_ranks_equal_one_process_at_the_default_dropout(data_dir: Path, tmp_
     cfg = json.loads((one / runs.CONFIG).read_text())
     assert any("dropout" in k and v > 0 for k, v in cfg["model_config"].items()
                if isinstance(v, float))  # the model's own dropout is on
-    h1, h2 = _history(one), _history(two)
-    pairs = [(a["loss"], b["loss"]) for a, b in zip(h1, h2, strict=True)]
-    m1 = json.loads((one / runs.METRICS).read_text())
-    m2 = json.loads((two / runs.METRICS).read_text())
-    for split_name in ("valid_full", "test_full"):
-        pairs += [(m1[split_name][k], m2[split_name][k]) for k in m1[split_name]]
-    worst = max(_rel(a, b) for a, b in pairs)
+    worst = _worst(one, two)
     print(f"{model}, 1 vs 2 ranks at its dropout: max relative difference {worst:.2e}")
     assert worst <= REL
 

@@ -132,6 +132,8 @@ def test_docs_render_then_check_and_name_the_first_differing_line(
     assert _run(["docs", "--check", "--results-dir", str(results), str(path)]) == 1
     assert "README.md:5: block" in capsys.readouterr().err
     assert _run(["docs", "--results-dir", str(results), str(path)]) == 0
+    (kept,) = (results / "published" / "tables").rglob("table2_overall.csv")  # the block's CSV
+    assert "cyc" in kept.read_text()
     text = path.read_text()
     assert text.startswith("# Results\n\nintro\n\n")
     assert text.endswith("\n\nafter\n")

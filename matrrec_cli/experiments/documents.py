@@ -15,9 +15,9 @@ never this machine's own runs nor its prepared data, so the output is the same o
 and writes what it prints into the block; `check` runs the same and reports the first block
 that differs, with its first differing line. Commands run as `python -m matrrec_cli` in a fresh
 process each (no state carried from one block to the next) from the document root, with a
-scratch results directory whose `published` is the evidence, so the CSVs and figures the
-commands write never land among the committed files; a figure is copied to its path only by
-`render`.
+scratch results directory whose `published` is the evidence, where the CSVs and figures the
+commands write land. `render` then copies a figure to its path and keeps each block's table
+CSVs under results/published/tables/; `check` writes nothing.
 """
 
 from __future__ import annotations
@@ -77,9 +77,10 @@ def blocks(path: Path) -> list[Block]:
     return out
 
 
-def run_block(block: Block, published: Path, root: Path) -> tuple[list[str], Path | None]:
-    """The lines `block`'s command prints, run on the published evidence only, and the figure
-    it drew (in a scratch directory; None when the block names none)."""
+def run_block(block: Block, published: Path, root: Path
+              ) -> tuple[list[str], Path | None, dict[str, bytes]]:
+    """The lines `block`'s command prints, run on the published evidence only, the figure it
+    drew (in a scratch directory; None when the block names none) and the CSVs it wrote."""
     args = shlex.split(block.command)[1:]  # without "matrrec"
     scratch = Path(tempfile.mkdtemp(prefix="matrrec-docs-"))
     try:
@@ -113,9 +114,31 @@ def run_block(block: Block, published: Path, root: Path) -> tuple[list[str], Pat
                                    f"{block.figure}")
             figure = scratch.parent / f"{scratch.name}.png"
             shutil.move(drawn[-1], figure)
-        return lines, figure
+        csvs = {p.name: p.read_bytes() for p in sorted(results.glob("*.csv"))}
+        return lines, figure, csvs
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def tables_dir(published: Path, command: str) -> Path:
+    """Where `render` keeps the CSVs a block's command wrote: results/published/tables/<the
+    command as a file name>/ (one directory per command, so two blocks never mix rows)."""
+    slug = re.sub(r"[^A-Za-z0-9._=,-]+", "-", command.removeprefix("matrrec ")).strip("-")
+    return published / "tables" / slug[:120]
+
+
+def _keep_tables(published: Path, command: str, csvs: dict[str, bytes]) -> None:
+    """The table CSVs behind a block, beside the evidence they were computed from (written by
+    `render`; `check` compares the printed block, whose rounding no platform changes)."""
+    if not csvs or not published.is_dir():
+        return
+    where = tables_dir(published, command)
+    where.mkdir(parents=True, exist_ok=True)
+    for name, blob in csvs.items():
+        if (where / name).exists() and (where / name).read_bytes() == blob:
+            continue
+        with atomic_path(where / name) as tmp:
+            tmp.write_bytes(blob)
 
 
 def first_difference(want: list[str], have: list[str]) -> str:
@@ -141,7 +164,7 @@ def process(paths: list[Path], published: Path, *, check: bool,
         lines = path.read_text(encoding="utf-8").splitlines()
         out, last = [], 0
         for block in found:
-            got, figure = run_block(block, published, root)
+            got, figure, csvs = run_block(block, published, root)
             try:
                 say(f"{block.where}: {block.command}")
                 if check:
@@ -153,6 +176,7 @@ def process(paths: list[Path], published: Path, *, check: bool,
                         problems.append(f"{block.where}: figure {block.figure} is missing; run "
                                         "matrrec docs to draw it")
                 else:
+                    _keep_tables(published, block.command, csvs)
                     if figure is not None:
                         dest = root / block.figure
                         dest.parent.mkdir(parents=True, exist_ok=True)
