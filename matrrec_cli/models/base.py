@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from matrrec_cli.models import chunked_loss
+
 
 @dataclasses.dataclass
 class SeqBatch:
@@ -98,15 +100,22 @@ class SequentialRecommender(nn.Module):
         return self.item_scores(self.seq_repr(item_seq, lengths))
 
     def calculate_loss(self, batch: SeqBatch) -> torch.Tensor:
-        """Mean cross-entropy over all n_items columns (padding column included, as RecBole)."""
+        """Mean cross-entropy over all n_items columns (padding column included, as RecBole).
+        With the tied item embedding as the output layer the logits are never materialized
+        whole past a memory budget (chunked_loss.py: the same loss to float rounding)."""
+        tied = type(self).item_scores is SequentialRecommender.item_scores
         if batch.targets is not None:  # objective "all"
             h = self.encode(batch.item_seq, batch.lengths)  # (B, L, D)
             mask = batch.targets > 0  # (B, L)
-            logits = self.item_scores(h[mask])  # (N, n_items)
-            return F.cross_entropy(logits, batch.targets[mask])
+            if tied:
+                return chunked_loss.cross_entropy(h[mask], self.item_embedding.weight,
+                                                  batch.targets[mask])
+            return F.cross_entropy(self.item_scores(h[mask]), batch.targets[mask])
         assert batch.target is not None
-        logits = self.item_scores(self.seq_repr(batch.item_seq, batch.lengths))  # (B, n_items)
-        return F.cross_entropy(logits, batch.target)
+        h = self.seq_repr(batch.item_seq, batch.lengths)  # (B, D)
+        if tied:
+            return chunked_loss.cross_entropy(h, self.item_embedding.weight, batch.target)
+        return F.cross_entropy(self.item_scores(h), batch.target)  # (B, n_items) logits
 
     # --- settings presets ------------------------------------------------------------------
     @classmethod

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from matrrec_cli.errors import MatrrecError
-from matrrec_cli.models import draws
+from matrrec_cli.models import chunked_loss, draws
 from matrrec_cli.models.base import SeqBatch, SequentialRecommender, gather_last
 from matrrec_cli.models.draws import Dropout
 from matrrec_cli.models.layers import (
@@ -138,7 +138,9 @@ class BERT4Rec(SequentialRecommender):
         h = self.forward(seq)[trained]  # (N, D)
         if h.size(0) == 0:
             return self.output_bias.sum() * 0.0  # no trained slot in this batch
-        return F.cross_entropy(self.item_scores(h), batch.item_seq[trained])
+        # = F.cross_entropy(self.item_scores(h), ...), in chunks past the memory budget
+        return chunked_loss.cross_entropy(h, self.item_embedding.weight[: self.n_items],
+                                          batch.item_seq[trained], self.output_bias)
 
     @classmethod
     def paper_overrides(cls, *, dropout: float) -> dict[str, Any]:
