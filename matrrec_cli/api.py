@@ -185,8 +185,8 @@ class Run:
         user_ids = [user_ids] if isinstance(user_ids, (str, int, np.integer)) else list(user_ids)
         if split not in (None, "valid", "test"):
             raise UsageError(f"split must be None, 'valid' or 'test', not {split!r}")
-        if k is not None and k < 1:
-            raise UsageError(f"k must be at least 1, not {k}")
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise UsageError(f"k must be a whole number of at least 1, not {k!r}")
         users = self._internal_users(user_ids)
         seqs = self.data.sequences(split or "test")
         if split is None:

@@ -90,6 +90,10 @@ CASES = {
                 "--cpus-per-run", "0", *TRAIN], "--cpus-per-run must be at least 1"),
     "unknown tracker": (["train", "--dataset", "cyc", "--track", "wandb", *TRAIN],
                         "--track must be one of"),
+    # odd paths: a name the file system refuses, before the configuration table
+    "name too long": (["train", "--dataset", "cyc", "--data-dir", "{data}", "--results-dir",
+                       "{root}/" + "x" * 300, "--device", "cpu", "--epochs", "1"],
+                      "file name too long"),
 }
 
 
@@ -99,7 +103,8 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(world: dict[str, Path], capsys
     args, says = CASES[case]
     capsys.readouterr()
     rc = run_cli(_fmt(args, world))
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert out == ""  # refused before any table is printed
     assert rc != 0, case
     assert "Traceback" not in err
     lines = err.strip().splitlines()

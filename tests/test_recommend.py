@@ -124,6 +124,13 @@ def test_unknown_ids_are_one_line(trained, capsys) -> None:
         run.recommend(["nobody"])
     with pytest.raises(MatrrecError, match=r"unknown item id .no-such-item.*item_map\.parquet"):
         run.score([[run.item_ids[0], "no-such-item"]])
+    for k in (0, -1, "3", 2.5, True):  # the API's k: a whole number of at least 1
+        with pytest.raises(MatrrecError, match="k must be a whole number of at least 1"):
+            run.recommend([run.user_ids[0]], k=k)
+    with pytest.raises(MatrrecError, match="history 0 is empty"):
+        run.score([[]])
+    assert run.recommend([], k=3).empty  # no users: an empty frame, not an error
+    assert len(run.recommend([run.user_ids[0]], k=10**6)) <= len(run.item_ids)  # past the catalog
     capsys.readouterr()
     for args in (["--user", "nobody"], ["--user", "nobody", "--user", "ghost"]):
         assert _run(["recommend", str(trained["gru4rec"]), *args, "--device", "cpu"]) == 1
