@@ -308,6 +308,12 @@ def register(app: typer.Typer) -> None:
         markdown: MarkdownOpt = False, json_out: JsonOpt = False,
         executor: ExecutorOpt = "local", address: AddressOpt = None,
         cpus_per_run: CpusPerRunOpt = 1, gpus_per_run: GpusPerRunOpt = None,
+        plan: Annotated[str | None, typer.Option(
+            "--plan", help="Profile nothing: what table2, table3 or figures would cost on "
+                           "--dataset (runs x epochs x s/epoch from the profile rows and the "
+                           "finished runs), here and on N Ray workers.")] = None,
+        workers: Annotated[int, typer.Option(
+            help="With --plan: also the wall on this many Ray workers.")] = 16,
     ) -> None:
         """Tables 4-5: memory, training time per epoch and inference time per model and L.
 
@@ -324,6 +330,16 @@ def register(app: typer.Typer) -> None:
         from matrrec_cli.experiments import profile as prof
         from matrrec_cli.experiments.runner import parse_values
         from matrrec_cli.models import model_names
+
+        if plan is not None:
+            names = [*(dataset or []), *(synthetic_like or [])]
+            if len(names) != 1:
+                raise UsageError("--plan needs one --dataset (or --synthetic-like) NAME")
+            if workers < 1:
+                raise UsageError(f"--workers must be at least 1, not {workers}")
+            _plan(plan, names[0], resolve_dirs(data_dir, results_dir)[1], workers,
+                  markdown=markdown)
+            return
 
         if config is not None:  # a run file's dataset, preset and settings; flags override it
             from matrrec_cli.train.config import read_config_file
@@ -357,6 +373,37 @@ def register(app: typer.Typer) -> None:
                "max_len": _defaults(d, ddir).max_len} for d, s in sources for m in names]
         ex = executor_options(executor, address, cpus_per_run, gpus_per_run, False, False)
         _profile_tables(prof, t4, t5, rdir, markdown=markdown, json_out=json_out, executor=ex)
+
+
+def _plan(what: str, dataset: str, rdir: Path, workers: int, *, markdown: bool) -> None:
+    """`profile --plan`: the plan's lines as a table, then its wall per device and workers."""
+    from rich.table import Table
+
+    from matrrec_cli.experiments import plan as pl
+
+    lines = pl.plan(rdir, dataset, what)
+    table = Table(title=f"{pl.PLANS[what]} on {dataset}: what it would cost")
+    for col in ("model", "runs", "epochs/run", "device", "train s/epoch", "inference s",
+                "memory GB", "run-hours", "epochs from"):
+        table.add_column(col, justify="left" if col in ("model", "device", "epochs from")
+                         else "right")
+    for x in lines:
+        table.add_row(x.model, str(x.runs), f"{x.epochs:.0f}", x.device or "-",
+                      "-" if x.s_per_epoch is None else _seconds(x.s_per_epoch),
+                      "-" if x.inference_s is None else _seconds(x.inference_s),
+                      "-" if x.memory_gb is None else f"{x.memory_gb:.2f}",
+                      "-" if x.hours is None else f"{x.hours:.1f}", x.epochs_from)
+    show(table, markdown=markdown)
+    out = sys.stdout if markdown else sys.stderr
+    for device in sorted({x.device for x in lines if x.device}):
+        walls = [(n, pl.wall_hours(lines, device, n)) for n in dict.fromkeys((1, workers))]
+        print(f"{device}: " + "; ".join(f"{w:.1f} h on {n} worker{'s' if n > 1 else ''}"
+                                        for n, w in walls if w is not None), file=out)
+    missing = sorted({x.model for x in lines if x.device is None and x.runs})
+    if missing:
+        print(f"not profiled on {dataset}: {', '.join(missing)}; measure them with matrrec "
+              f"profile --dataset {dataset} --model {','.join(missing)} (or --synthetic-like "
+              f"{dataset})", file=out)
 
 
 def _batches(text: str) -> int | None:

@@ -1,0 +1,133 @@
+"""What an experiment would cost here, before it is started (`matrrec profile --plan`).
+
+cost of a model's runs = runs x epochs per run x seconds per epoch (+ evaluation per epoch)
+
+* runs: what the experiment trains (PLANS); for Table 2 less the seeds already finished
+  (either store);
+* epochs per run: the mean epochs of this model's finished, early-stopped runs on the dataset
+  (else on any dataset, else the protocol's patience plus one, the least a run can take);
+* seconds per epoch and inference seconds: matrrec profile's rows for the dataset (real or
+  --synthetic-like), on each device profiled; a model without a row is named with the profile
+  command that measures it;
+* memory: the profile row's peak.
+
+On N Ray workers the wall is the work divided over the workers, never below the longest single
+run; a GPU row gives the GPU's wall.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+
+import pandas as pd
+
+from matrrec_cli.errors import UsageError
+from matrrec_cli.experiments.claims import PROFILE_CSVS
+from matrrec_cli.experiments.table2 import MODEL_ORDER
+from matrrec_cli.paths import published_dir
+from matrrec_cli.train.config import TRAINER_DEFAULTS
+from matrrec_cli.train.runs import EARLY, finished_runs, stop_reason
+
+SEEDS = 5
+ABLATIONS = 7  # Table 3's rows: the default and six variants
+FIGURE_POINTS = 5 + 6 - 1  # dropout 0.1..0.5 and L 10..70, the default point shared
+PLANS = {
+    "table2": "every neural model of Table 2, 5 seeds",
+    "table3": "MaTrRec's default and six ablations, 5 seeds",
+    "figures": "MaTrRec over 5 dropouts and 6 lengths (the default shared), 5 seeds",
+}
+
+
+@dataclasses.dataclass
+class Line:
+    model: str
+    runs: int
+    epochs: float
+    epochs_from: str
+    device: str | None = None
+    s_per_epoch: float | None = None
+    inference_s: float | None = None
+    memory_gb: float | None = None
+
+    @property
+    def hours(self) -> float | None:
+        if self.s_per_epoch is None:
+            return None
+        # every epoch also scores the validation users once (about one inference pass)
+        return self.runs * self.epochs * (self.s_per_epoch + (self.inference_s or 0.0)) / 3600
+
+
+def runs_of(plan: str) -> dict[str, int]:
+    """Model -> runs the plan trains from nothing."""
+    if plan == "table2":
+        return dict.fromkeys(MODEL_ORDER, SEEDS)
+    if plan == "table3":
+        return {"matrrec": ABLATIONS * SEEDS}
+    if plan == "figures":
+        return {"matrrec": FIGURE_POINTS * SEEDS}
+    raise UsageError(f"--plan must be one of {', '.join(PLANS)}, not {plan!r}")
+
+
+def _epochs(results_dir: Path, dataset: str) -> dict[str, tuple[float, str]]:
+    """Model -> (mean epochs of its early-stopped runs, where that comes from)."""
+    here: dict[str, list[int]] = {}
+    anywhere: dict[str, list[int]] = {}
+    for _, cfg, metrics in finished_runs(results_dir):
+        if stop_reason(cfg, metrics) != EARLY or cfg.get("tag"):
+            continue
+        anywhere.setdefault(cfg["model"], []).append(int(metrics["epochs"]))
+        if cfg["dataset"] == dataset:
+            here.setdefault(cfg["model"], []).append(int(metrics["epochs"]))
+    out = {m: (statistics.fmean(v), f"{len(v)} runs on {dataset}") for m, v in here.items()}
+    for m, v in anywhere.items():
+        out.setdefault(m, (statistics.fmean(v), f"{len(v)} runs on other datasets"))
+    return out
+
+
+def _profile(results_dir: Path, dataset: str) -> pd.DataFrame:
+    frames = [pd.read_csv(d / name) for d in (results_dir, published_dir(results_dir))
+              for name in PROFILE_CSVS if (d / name).is_file()]
+    if not frames:
+        return pd.DataFrame(columns=["dataset", "model", "device"])
+    df = pd.concat(frames, ignore_index=True)
+    return df[df["dataset"] == dataset].drop_duplicates(["model", "device"], keep="first")
+
+
+def plan(results_dir: str | Path, dataset: str, what: str) -> list[Line]:
+    """One line per (model, device profiled) of the plan; a model never profiled on this
+    dataset gets one line without costs."""
+    rdir = Path(results_dir)
+    want = runs_of(what)
+    done: dict[str, set[int]] = {}
+    for _, cfg, _ in finished_runs(rdir):
+        if cfg["dataset"] == dataset and not cfg.get("tag"):
+            done.setdefault(cfg["model"], set()).add(cfg["seed"])
+    epochs = _epochs(rdir, dataset)
+    least = TRAINER_DEFAULTS["stopping_step"] + 1
+    prof = _profile(rdir, dataset)
+    lines = []
+    for model, n in want.items():
+        if what == "table2":
+            n = max(0, n - len(done.get(model, ())))  # Table 2's seeds already finished
+        e, source = epochs.get(model, (float(least), "no finished run: the least a run takes"))
+        rows = prof[prof["model"] == model]
+        if rows.empty:
+            lines.append(Line(model, n, e, source))
+        for _, r in rows.iterrows():
+            lines.append(Line(model, n, e, source, str(r["device"]),
+                              float(r["train_s_per_epoch"]), float(r["inference_s"]),
+                              float(r["memory_gb"])))
+    return lines
+
+
+def wall_hours(lines: list[Line], device: str, workers: int) -> float | None:
+    """The wall on `workers` parallel workers of one device kind: the work divided over them,
+    never below the longest single run."""
+    mine = [x for x in lines if x.device == device and x.hours is not None]
+    if not mine:
+        return None
+    total = sum(x.hours for x in mine)  # type: ignore[misc]
+    longest = max((x.hours / x.runs for x in mine if x.runs), default=0.0)  # type: ignore[operator]
+    return max(total / workers, longest)

@@ -1,0 +1,59 @@
+"""`matrrec profile --plan`: runs x epochs x (s/epoch + one evaluation) from profile rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import run_cli
+
+from matrrec_cli.experiments import plan as pl
+from matrrec_cli.train.config import TRAINER_DEFAULTS
+
+
+def _rows(results: Path) -> None:
+    """Profile rows as `matrrec profile` writes them: two models on the CPU, one on a GPU."""
+    pd.DataFrame([
+        {"dataset": "electronics", "synthetic": True, "model": "matrrec", "max_len": 50,
+         "device": "cpu", "memory_gb": 3.5, "train_s_per_epoch": 360.0, "inference_s": 36.0},
+        {"dataset": "electronics", "synthetic": True, "model": "sasrec", "max_len": 50,
+         "device": "cpu", "memory_gb": 2.0, "train_s_per_epoch": 90.0, "inference_s": 18.0},
+        {"dataset": "electronics", "synthetic": True, "model": "matrrec", "max_len": 50,
+         "device": "cuda:0", "memory_gb": 1.0, "train_s_per_epoch": 12.0, "inference_s": 1.0},
+    ]).to_csv(results / "table5_complexity.csv", index=False)
+
+
+def test_the_cost_is_runs_times_epochs_times_an_epoch_and_its_evaluation(tmp_path: Path
+                                                                          ) -> None:
+    _rows(tmp_path)
+    lines = pl.plan(tmp_path, "electronics", "table2")
+    least = TRAINER_DEFAULTS["stopping_step"] + 1  # no finished run to learn epochs from
+    by = {(x.model, x.device): x for x in lines}
+    cpu = by[("matrrec", "cpu")]
+    assert (cpu.runs, cpu.epochs) == (pl.SEEDS, least)
+    assert cpu.hours == pytest.approx(5 * least * (360 + 36) / 3600)
+    assert by[("sasrec", "cpu")].hours == pytest.approx(5 * least * (90 + 18) / 3600)
+    assert by[("gru4rec", None)].hours is None  # never profiled: named, not guessed
+    total = cpu.hours + by[("sasrec", "cpu")].hours
+    assert pl.wall_hours(lines, "cpu", 1) == pytest.approx(total)
+    # on many workers: never below the longest single run
+    assert pl.wall_hours(lines, "cpu", 1000) == pytest.approx(least * (360 + 36) / 3600)
+    assert pl.wall_hours(lines, "cuda:0", 4) == pytest.approx(
+        max(5 * least * 13 / 3600 / 4, least * 13 / 3600))
+    assert pl.plan(tmp_path, "electronics", "table3")[0].runs == pl.ABLATIONS * pl.SEEDS
+
+
+def test_the_command_prints_the_plan_and_what_to_profile(tmp_path: Path, capsys) -> None:
+    _rows(tmp_path)
+    assert run_cli(["profile", "--plan", "table2", "--synthetic-like", "electronics",
+                    "--results-dir", str(tmp_path), "--workers", "8"]) == 0
+    out, err = capsys.readouterr()
+    assert "matrrec" in out
+    assert "sasrec" in out
+    assert "on 8 workers" in err
+    assert "not profiled on electronics: bert4rec, core, gru4rec" in err
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing profiled
+    assert run_cli(["profile", "--plan", "table9", "--dataset", "electronics",
+                    "--results-dir", str(tmp_path)]) == 2
+    assert "--plan must be one of" in capsys.readouterr().err
