@@ -83,3 +83,33 @@ def test_a_model_trains_the_same_in_chunks(objective: str, monkeypatch) -> None:
     torch.testing.assert_close(part, whole, rtol=1e-5, atol=1e-6)
     for a, c in zip(whole_grads, part_grads, strict=True):
         torch.testing.assert_close(c, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_name", ["sasrec", "markov"])
+def test_evaluation_batches_shrink_to_the_score_budget_without_moving_a_rank(
+        model_name: str, monkeypatch) -> None:
+    """Users are scored in batches whose users x items block fits SCORES_BUDGET; the ranks are
+    the same at any batch size (a trained model and a count model)."""
+    import numpy as np
+    from helpers import synthetic_interactions
+
+    from matrrec_cli.data.split import build_sequences, split
+    from matrrec_cli.models import build_model
+    from matrrec_cli.train import evaluate as ev
+
+    data = split(build_sequences(synthetic_interactions(n_users=25, max_len=12)), max_len=8,
+                 objective="prefix")
+    torch.manual_seed(0)
+    model = build_model(model_name, n_items=data.seqs.n_items, max_len=8,
+                        overrides={"hidden_size": 8, "inner_size": 16}
+                        if model_name == "sasrec" else None)
+    ev.fit_known(model, data, "test")
+    whole = ev.evaluate(model, data, split="test")
+    seen = []
+    scores = model.full_sort_scores
+    monkeypatch.setattr(model, "full_sort_scores",
+                        lambda seq, lengths: seen.append(len(seq)) or scores(seq, lengths))
+    monkeypatch.setattr(ev, "SCORES_BUDGET", 4 * data.seqs.n_items * 3)  # three users a batch
+    small = ev.evaluate(model, data, split="test")
+    assert max(seen) == 3
+    assert np.array_equal(small.ranks, whole.ranks)

@@ -39,6 +39,9 @@ class EvalResult:
     metrics: dict[str, float]  # full precision, averaged over users
 
 
+SCORES_BUDGET = 512 * 2**20  # bytes of one evaluation batch's users x items scores
+
+
 @torch.no_grad()
 def evaluate(
     model: SequentialRecommender,
@@ -56,6 +59,9 @@ def evaluate(
     was_training = model.training
     model.eval()
     ranks = np.zeros(len(samples), dtype=np.int64)
+    # a batch's score block (users x items, float32) stays within the budget at any catalog
+    # size; the batch size cannot change a rank, so neither can this
+    batch_size = max(1, min(batch_size, SCORES_BUDGET // (4 * data.seqs.n_items)))
     if bucket:
         order = np.argsort(samples.lengths, kind="stable")
         step = min(batch_size, EVAL_BUCKET)
