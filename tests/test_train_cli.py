@@ -184,7 +184,7 @@ def test_report_table2(capsys, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("command", "text"), [
     ("train", "[default: 2020]"), ("ablate", "[default: datasets.toml]"),
-    ("sweep", "[default: one]"), ("profile", "[default: all]")])
+    ("sweep", "[default: one]"), ("profile", "[default: 10")])
 def test_help_shows_defaults_in_brackets(command: str, text: str, capsys, monkeypatch) -> None:
     # Rich markup would swallow an unescaped "[default: ...]" as a tag
     monkeypatch.setenv("COLUMNS", "200")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from matrrec_cli.models import chunked_loss
+from matrrec_cli.models.chunked_loss import cross_entropy as chunked_cross_entropy
 
 
 @dataclasses.dataclass
@@ -108,13 +108,13 @@ class SequentialRecommender(nn.Module):
             h = self.encode(batch.item_seq, batch.lengths)  # (B, L, D)
             mask = batch.targets > 0  # (B, L)
             if tied:
-                return chunked_loss.cross_entropy(h[mask], self.item_embedding.weight,
-                                                  batch.targets[mask])
+                return chunked_cross_entropy(h[mask], self.item_embedding.weight,
+                                             batch.targets[mask])
             return F.cross_entropy(self.item_scores(h[mask]), batch.targets[mask])
         assert batch.target is not None
         h = self.seq_repr(batch.item_seq, batch.lengths)  # (B, D)
         if tied:
-            return chunked_loss.cross_entropy(h, self.item_embedding.weight, batch.target)
+            return chunked_cross_entropy(h, self.item_embedding.weight, batch.target)
         return F.cross_entropy(self.item_scores(h), batch.target)  # (B, n_items) logits
 
     # --- settings presets ------------------------------------------------------------------

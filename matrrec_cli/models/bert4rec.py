@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from matrrec_cli.errors import MatrrecError
-from matrrec_cli.models import chunked_loss, draws
 from matrrec_cli.models.base import SeqBatch, SequentialRecommender, gather_last
+from matrrec_cli.models.chunked_loss import cross_entropy as chunked_cross_entropy
 from matrrec_cli.models.draws import Dropout
+from matrrec_cli.models.draws import rand as draw_rand
 from matrrec_cli.models.layers import (
     TransformerConfig,
     TransformerEncoder,
@@ -123,7 +124,7 @@ class BERT4Rec(SequentialRecommender):
             masked = torch.arange(L, device=device)[None, :] == (lengths - 1)[:, None]
             trained = masked
         else:
-            masked = (draws.rand((B, L), device=device) < cfg.mask_ratio) & real  # rank-invariant
+            masked = (draw_rand((B, L), device=device) < cfg.mask_ratio) & real  # rank-invariant
             from_right = masked.flip(1).cumsum(1).flip(1)  # (B, L): masks at positions >= j
             trained = masked & (from_right <= self.mask_item_length)  # keep the LAST ones
         if not cfg.mask_position_zero:
@@ -139,8 +140,8 @@ class BERT4Rec(SequentialRecommender):
         if h.size(0) == 0:
             return self.output_bias.sum() * 0.0  # no trained slot in this batch
         # = F.cross_entropy(self.item_scores(h), ...), in chunks past the memory budget
-        return chunked_loss.cross_entropy(h, self.item_embedding.weight[: self.n_items],
-                                          batch.item_seq[trained], self.output_bias)
+        return chunked_cross_entropy(h, self.item_embedding.weight[: self.n_items],
+                                     batch.item_seq[trained], self.output_bias)
 
     @classmethod
     def paper_overrides(cls, *, dropout: float) -> dict[str, Any]:

@@ -33,8 +33,8 @@ from matrrec_cli.data.split import Samples, SplitData, refit_samples
 from matrrec_cli.env import environment
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.io import atomic_open, atomic_path, write_json
-from matrrec_cli.models import draws
 from matrrec_cli.models.base import SequentialRecommender
+from matrrec_cli.models.draws import batch_rows
 from matrrec_cli.train import distributed, runs
 from matrrec_cli.train.checkpoint import (
     LAST_KEYS,
@@ -275,7 +275,7 @@ def train_epoch(model: SequentialRecommender, optimizer: torch.optim.Optimizer,
                                objective=cfg.objective, width=width).to(device) if hi > lo \
                 else None
             distributed.sync_random_state(device)
-            with draws.batch_rows(len(idx), lo, hi):
+            with batch_rows(len(idx), lo, hi):
                 loss_value = distributed.train_step(model, optimizer, batch, where=at)
         total += loss_value
         reporter.batch(loss=loss_value)
