@@ -113,9 +113,11 @@ SIZES = {"sasrec": ["--set", "hidden_size=16", "--set", "inner_size=32"],
          "bert4rec": ["--set", "hidden_size=16", "--set", "inner_size=32"]}
 
 
-@pytest.mark.parametrize("model", list(SIZES))
+@pytest.mark.parametrize(("model", "extra"), [
+    *((m, ()) for m in SIZES),
+    ("sasrec", ("--set", "loss=sampled", "--set", "negatives=8"))])  # the negatives' draw too
 def test_two_ranks_equal_one_process_at_the_default_dropout(data_dir: Path, tmp_path: Path,
-                                                            model: str) -> None:
+                                                            model: str, extra: tuple) -> None:
     """Every random draw of training (dropout masks, BERT4Rec's masked positions) is the one
     process's, whatever the number of ranks: each rank draws the whole batch's and keeps its
     rows, from rank 0's state (models/draws.py). So at the model's own dropout two ranks give
@@ -127,8 +129,8 @@ def test_two_ranks_equal_one_process_at_the_default_dropout(data_dir: Path, tmp_
         with pytest.raises(SystemExit) as e:
             main(["train", "--dataset", "cyc", "--model", model, "--epochs", "3", "--device",
                   "cpu", "--set", "batch_size=113", "--set", "eval_batch_size=7",
-                  *SIZES[model], "--data-dir", str(data_dir), "--results-dir", str(results),
-                  "--nproc-per-node", nproc])
+                  *SIZES[model], *extra, "--data-dir", str(data_dir), "--results-dir",
+                  str(results), "--nproc-per-node", nproc])
         assert e.value.code in (0, None)
         (run,) = (results / "runs" / "cyc" / model).iterdir()
         out.append(run)

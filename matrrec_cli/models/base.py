@@ -104,15 +104,20 @@ class SequentialRecommender(nn.Module):
         With the tied item embedding as the output layer the logits are never materialized
         whole past a memory budget (chunked_loss.py: the same loss to float rounding)."""
         tied = type(self).item_scores is SequentialRecommender.item_scores
+        sampled = getattr(self, "sampled_softmax", None)  # --set loss=sampled (the trainer's)
         if batch.targets is not None:  # objective "all"
             h = self.encode(batch.item_seq, batch.lengths)  # (B, L, D)
             mask = batch.targets > 0  # (B, L)
+            if sampled is not None:
+                return sampled.loss(h[mask], self.item_embedding.weight, batch.targets[mask])
             if tied:
                 return chunked_cross_entropy(h[mask], self.item_embedding.weight,
                                              batch.targets[mask])
             return F.cross_entropy(self.item_scores(h[mask]), batch.targets[mask])
         assert batch.target is not None
         h = self.seq_repr(batch.item_seq, batch.lengths)  # (B, D)
+        if sampled is not None:
+            return sampled.loss(h, self.item_embedding.weight, batch.target)
         if tied:
             return chunked_cross_entropy(h, self.item_embedding.weight, batch.target)
         return F.cross_entropy(self.item_scores(h), batch.target)  # (B, n_items) logits

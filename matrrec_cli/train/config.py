@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from matrrec_cli.errors import UsageError
+from matrrec_cli.models.sampled_loss import SAMPLERS
 from matrrec_cli.paths import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 DEFAULT = "default"
@@ -113,6 +114,16 @@ class TrainConfig:
     refit: bool = knob(False, "after early stopping, train again from the seed on the train and "
                               "valid targets for the best epoch count; the test uses those "
                               "weights", late=True)
+    # large catalogs: the training loss over the target and sampled items (models/sampled_loss)
+    loss: str = knob("full", "full: cross-entropy over every item (the protocol); sampled: over "
+                             "the target and `negatives` items drawn per batch, logQ-corrected",
+                     late=True, check=lambda v: None if v in ("full", "sampled") else
+                     "must be full or sampled")
+    negatives: int = knob(256, "with loss=sampled: items drawn per batch", late=True,
+                          check=_at_least(1))
+    sampler: str = knob("uniform", "with loss=sampled: uniform, or popularity (training counts)",
+                        late=True, check=lambda v: None if v in SAMPLERS else
+                        f"must be one of {', '.join(SAMPLERS)}")
     # --- where it runs: cannot change a number -----------------------------------------------
     device: str = dataclasses.field(default="auto", metadata={"semantic": False})
     data_dir: str = dataclasses.field(default=DEFAULT_DATA_DIR, metadata={"semantic": False})

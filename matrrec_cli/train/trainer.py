@@ -27,14 +27,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from matrrec_cli.data.split import Samples, SplitData, refit_samples
+from matrrec_cli.data.split import Samples, SplitData, known_positions, refit_samples
 from matrrec_cli.env import environment
 from matrrec_cli.errors import MatrrecError
 from matrrec_cli.io import atomic_open, atomic_path, write_json
 from matrrec_cli.models.base import SequentialRecommender
 from matrrec_cli.models.draws import batch_rows
+from matrrec_cli.models.sampled_loss import SampledSoftmax
 from matrrec_cli.train import distributed, runs
 from matrrec_cli.train.checkpoint import (
     LAST_KEYS,
@@ -78,6 +80,22 @@ def _pause(how: str) -> None:
         if flag.exists():
             return
         time.sleep(0.01)
+
+
+def use_loss(model: SequentialRecommender, cfg: TrainConfig, data: SplitData) -> None:
+    """Give the model the training loss `cfg.loss` names: the full cross-entropy (its own), or
+    the sampled softmax, for models whose output layer is the tied item embedding."""
+    if cfg.loss == "full":
+        return
+    cls = type(model)
+    if cls.calculate_loss is not SequentialRecommender.calculate_loss or \
+            cls.item_scores is not SequentialRecommender.item_scores:
+        raise MatrrecError(f"--set loss=sampled: {cfg.model} has a loss of its own (not the "
+                           "tied-embedding cross-entropy); use loss=full")
+    counts = np.bincount(data.seqs.items[known_positions(data.seqs.offsets, held_out=2)],
+                         minlength=data.seqs.n_items)
+    model.sampled_softmax = SampledSoftmax.build(data.seqs.n_items, cfg.negatives, cfg.sampler,
+                                                 torch.from_numpy(counts))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -179,7 +197,11 @@ def fit(
             raise MatrrecError(f"--set refit=true: {cfg.model} is a count model, which counts "
                                "everything known before each target already; refit is for "
                                "trained models")
+        if cfg.loss != "full":
+            raise MatrrecError(f"--set loss={cfg.loss}: {cfg.model} is a count model; it has "
+                               "no training loss")
         return fit_counts(cfg, data, model, run_dir, device=device, reporter=reporter)
+    use_loss(model, cfg, data)
     optimizer = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # the train loader's own shuffle generator
     es = {"best": -math.inf, "best_epoch": None, "bad": 0}
@@ -299,6 +321,7 @@ def refit(cfg: TrainConfig, data: SplitData, build: Callable[[], SequentialRecom
     samples = refit_samples(data)
     seed_everything(cfg.seed)
     model = build().to(device)
+    use_loss(model, cfg, data)
     optimizer = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     start, elapsed = 0, 0.0
