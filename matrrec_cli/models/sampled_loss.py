@@ -15,8 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SAMPLERS = ("uniform", "popularity")  # the `sampler` knob's values
-
 
 class SampledSoftmax:
     """The sampled loss of a model whose output layer is its tied item embedding."""

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from matrrec_cli.errors import UsageError
-from matrrec_cli.models.sampled_loss import SAMPLERS
 from matrrec_cli.paths import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 DEFAULT = "default"
@@ -66,6 +65,10 @@ def knob(default: Any, help: str, *, settable: bool = True, departs: bool = True
     return dataclasses.field(default=default, metadata={
         "help": help, "settable": settable, "departs": departs, "semantic": semantic,
         "late": late, "check": check})
+
+
+# loss=sampled's negative distributions (models/sampled_loss.SampledSoftmax.build)
+SAMPLERS = ("uniform", "popularity")
 
 
 @dataclasses.dataclass(frozen=True)
