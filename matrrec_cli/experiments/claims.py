@@ -533,7 +533,7 @@ def claim4(dataset: str, runs: list[tuple[Path, dict, dict]]) -> list[Row]:
 
 # --- 5: cost ------------------------------------------------------------------------------------
 
-def _profile_rows(results_dir: Path, dataset: str) -> pd.DataFrame:
+def profile_rows(results_dir: Path, dataset: str) -> pd.DataFrame:
     frames = []
     # this machine's rows before the published ones: a cell profiled here again wins
     for path in (d / name for d in (results_dir, published_dir(results_dir))
@@ -560,7 +560,7 @@ def _profile_rows(results_dir: Path, dataset: str) -> pd.DataFrame:
 
 def claim5(dataset: str, results_dir: Path) -> list[Row]:
     command = f"matrrec profile --dataset {dataset} --model matrrec,mamba4rec,nextitnet,sasrec"
-    df = _profile_rows(results_dir, dataset)
+    df = profile_rows(results_dir, dataset)
     try:
         own_len = training_defaults(dataset, None).max_len
     except MatrrecError:

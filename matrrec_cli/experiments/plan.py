@@ -21,12 +21,9 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-import pandas as pd
-
 from matrrec_cli.errors import UsageError
-from matrrec_cli.experiments.claims import PROFILE_CSVS
+from matrrec_cli.experiments.claims import profile_rows
 from matrrec_cli.experiments.table2 import MODEL_ORDER
-from matrrec_cli.paths import published_dir
 from matrrec_cli.train.config import TRAINER_DEFAULTS
 from matrrec_cli.train.runs import EARLY, finished_runs, stop_reason
 
@@ -86,15 +83,6 @@ def _epochs(results_dir: Path, dataset: str) -> dict[str, tuple[float, str]]:
     return out
 
 
-def _profile(results_dir: Path, dataset: str) -> pd.DataFrame:
-    frames = [pd.read_csv(d / name) for d in (results_dir, published_dir(results_dir))
-              for name in PROFILE_CSVS if (d / name).is_file()]
-    if not frames:
-        return pd.DataFrame(columns=["dataset", "model", "device"])
-    df = pd.concat(frames, ignore_index=True)
-    return df[df["dataset"] == dataset].drop_duplicates(["model", "device"], keep="first")
-
-
 def plan(results_dir: str | Path, dataset: str, what: str) -> list[Line]:
     """One line per (model, device profiled) of the plan; a model never profiled on this
     dataset gets one line without costs."""
@@ -106,7 +94,9 @@ def plan(results_dir: str | Path, dataset: str, what: str) -> list[Line]:
             done.setdefault(cfg["model"], set()).add(cfg["seed"])
     epochs = _epochs(rdir, dataset)
     least = TRAINER_DEFAULTS["stopping_step"] + 1
-    prof = _profile(rdir, dataset)
+    # the profile rows of the dataset (this machine's before the published), one per model
+    # and device: Table 5's, at the dataset's own L, before Table 4's other lengths
+    prof = profile_rows(rdir, dataset).drop_duplicates(["model", "device"], keep="first")
     lines = []
     for model, n in want.items():
         if what == "table2":
@@ -125,9 +115,8 @@ def plan(results_dir: str | Path, dataset: str, what: str) -> list[Line]:
 def wall_hours(lines: list[Line], device: str, workers: int) -> float | None:
     """The wall on `workers` parallel workers of one device kind: the work divided over them,
     never below the longest single run."""
-    mine = [x for x in lines if x.device == device and x.hours is not None]
-    if not mine:
+    hours = [(x.hours, x.runs) for x in lines if x.device == device and x.hours is not None]
+    if not hours:
         return None
-    total = sum(x.hours for x in mine)  # type: ignore[misc]
-    longest = max((x.hours / x.runs for x in mine if x.runs), default=0.0)  # type: ignore[operator]
-    return max(total / workers, longest)
+    longest = max((h / n for h, n in hours if n), default=0.0)
+    return max(sum(h for h, _ in hours) / workers, longest)

@@ -19,28 +19,25 @@ mean nothing on another machine); every other byte is the record as the trainer 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from matrrec_cli.errors import MatrrecError
-from matrrec_cli.io import current_umask, merge_csv
+from matrrec_cli.io import merge_csv
 from matrrec_cli.paths import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR, published_dir, run_stores
 from matrrec_cli.train.runs import (
     BEST,
     CAPPED,
     CONFIG,
     METRICS,
-    RECORD_FILES,
     REFIT,
     check_record,
+    pack_run,
+    place_run,
     read_json,
+    record_bytes,
     stop_reason,
 )
 
@@ -116,32 +113,12 @@ def publish(results_dir: str | Path, runs: list[Path] | None = None, *,
 
 
 def _copy_run(run: Path, target: Path, cfg: dict, *, checkpoints: bool) -> None:
-    """Build the published copy of `run` beside the store and rename it into place whole."""
-    staging = target.parents[2] / ".staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=staging))
-    try:
-        names = [*RECORD_FILES, *((BEST, REFIT) if checkpoints else ())]
-        for name in names:
-            src = run / name
-            if not src.exists():
-                continue
-            if name == CONFIG:  # the training machine's directories mean nothing elsewhere
-                record = {**cfg, "data_dir": DEFAULT_DATA_DIR,
-                          "results_dir": DEFAULT_RESULTS_DIR}
-                (tmp / name).write_text(json.dumps(record, indent=2, sort_keys=True,
-                                                   default=str) + "\n")
-            else:
-                shutil.copyfile(src, tmp / name)
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide it from a group
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        with contextlib.suppress(OSError):  # another publisher may be staging beside us
-            staging.rmdir()
+    """The published copy of `run`, placed whole (runs.place_run); config.json names the
+    default directories (the training machine's mean nothing elsewhere)."""
+    files = pack_run(run, checkpoints=(BEST, REFIT) if checkpoints else ())
+    files[CONFIG] = record_bytes({**cfg, "data_dir": DEFAULT_DATA_DIR,
+                                  "results_dir": DEFAULT_RESULTS_DIR})
+    place_run(files, target, target.parents[2] / ".staging")
 
 
 def publish_users(results_dir: str | Path, dataset: str, data_dir: str | Path) -> Path | None:

@@ -20,6 +20,7 @@ by the process training that configuration and seed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -117,12 +118,35 @@ def new_run_dir(cfg: TrainConfig) -> Path:
 RECORD_FILES = (CONFIG, ENV, HISTORY, RANKS, METRICS)  # a finished run, without checkpoints
 
 
-def pack_run(run_dir: Path, *, checkpoints: bool = False) -> dict[str, bytes]:
+def pack_run(run_dir: Path, *, checkpoints: bool | tuple[str, ...] = False
+             ) -> dict[str, bytes]:
     """A finished run's files by name, to send from the machine that trained it (a Ray worker)
-    to the one that keeps the results; checkpoints (best.pt, last.pt, refit.pt) only when
-    asked."""
-    names = [*RECORD_FILES, *((BEST, LAST, REFIT) if checkpoints else ())]
+    to the one that keeps the results, or to publish; checkpoints only when asked (True:
+    best.pt, last.pt and refit.pt; or the names given)."""
+    extra = (BEST, LAST, REFIT) if checkpoints is True else checkpoints or ()
+    names = [*RECORD_FILES, *extra]
     return {n: (run_dir / n).read_bytes() for n in names if (run_dir / n).exists()}
+
+
+def place_run(files: dict[str, bytes], final: Path, staging: Path) -> Path:
+    """Write a run's `files` into a fresh directory under `staging` and rename it to `final`
+    whole (metrics.json included), so a reader never sees half a run and a failed write
+    leaves none."""
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=staging))
+    try:
+        for name, blob in files.items():
+            (tmp / Path(name).name).write_bytes(blob)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide it from a group
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        with contextlib.suppress(OSError):  # empty now, unless another writer stages beside us
+            staging.rmdir()
+    return final
 
 
 def install_run(cfg: TrainConfig, files: dict[str, bytes]) -> Path:
@@ -133,23 +157,16 @@ def install_run(cfg: TrainConfig, files: dict[str, bytes]) -> Path:
     if METRICS not in files:
         raise MatrrecError(f"the run record of {cfg.dataset}/{cfg.model} seed {cfg.seed} has no "
                            f"{METRICS}: it did not finish")
-    staging = Path(cfg.results_dir) / "runs" / ".staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=staging))
-    try:
-        for name, blob in files.items():
-            if name == CONFIG:  # the worker's own directories are no concern of this machine
-                blob = (json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str)
-                        + "\n").encode()
-            (tmp / Path(name).name).write_bytes(blob)
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide it from a group
-        final = new_run_dir(cfg)  # reserves a unique name; the staged run replaces it
-        final.rmdir()
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    # the worker's own directories are no concern of this machine
+    files = {**files, CONFIG: record_bytes(cfg.to_dict())}
+    final = new_run_dir(cfg)  # reserves a unique name; the staged run replaces it
+    final.rmdir()
+    return place_run(files, final, Path(cfg.results_dir) / "runs" / ".staging")
+
+
+def record_bytes(record: dict[str, Any]) -> bytes:
+    """A JSON record as train writes it (io.write_json's format)."""
+    return (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
 def is_published(run: Path) -> bool:
@@ -219,8 +236,6 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any] | None]:
 def _mistyped(cfg: TrainConfig) -> str | None:
     """The first field of a loaded configuration whose value is not of its default's type
     (a hand-edited or damaged config.json: `"max_len": "ten"`), as "max_len is 'ten'"."""
-    import dataclasses
-
     for f in dataclasses.fields(cfg):
         value, default = getattr(cfg, f.name), f.default
         if default is dataclasses.MISSING:
