@@ -80,7 +80,7 @@ def test_a_sweep_on_ray_equals_local_run_for_run(local_ray, tiny: Path, tmp_path
         assert env["executor"]["kind"] == "ray"
         assert env["torch_threads"] == 1
         assert not (run / runs.BEST).exists()  # no checkpoints without --keep-checkpoints
-    assert not list((tmp_path / "ray" / "runs" / ".staging").iterdir())
+    assert not list((tmp_path / "ray" / "runs").glob(".staging/*"))  # nothing half-written
     # the same command again: every run is reused, nothing goes to Ray
     assert _run([*sweep, "--results-dir", str(tmp_path / "ray"), "--executor", "ray"]) == 0
     err = capsys.readouterr().err
