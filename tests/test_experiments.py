@@ -49,6 +49,19 @@ def test_ablation_variants_follow_table3() -> None:
         ablation.variants(remove=[], add=[], heads=[], layers=[], all_=False)
 
 
+def test_custom_variants_carry_any_settings_after_the_papers_rows() -> None:
+    rows = ablation.variants(remove=["ffn"], add=[], heads=[], layers=[], all_=False,
+                             custom=["loss=sampled, negatives=64", "dropout_prob=0.1"])
+    assert rows[1:] == [("Remove FFN", ("use_ffn=false",)),
+                        ("loss=sampled,negatives=64", ("loss=sampled", "negatives=64")),
+                        ("dropout_prob=0.1", ("dropout_prob=0.1",))]
+    assert ablation.variants(remove=[], add=[], heads=[], layers=[], all_=False,
+                             custom=["loss=sampled"])[0] == (ablation.DEFAULT_LABEL, ())
+    for bad in ("loss", "=sampled", ",", "loss=sampled,64"):
+        with pytest.raises(UsageError, match="--variant"):
+            ablation.variants(remove=[], add=[], heads=[], layers=[], all_=False, custom=[bad])
+
+
 def _result(label: str, seed: int, r10: float, n10: float) -> RunResult:
     metrics = {"test": {"recall@10": r10, "ndcg@10": n10}, "epochs": 3, "wall_seconds": 1.0}
     return RunResult(RunSpec(RunOptions("d"), label=label), seed, Path("."), metrics, False)
@@ -105,6 +118,22 @@ def test_ablate_trains_each_variant_once_and_reuses_runs(tiny: Path, tmp_path: P
     assert any(x.startswith("| Remove FFN |") and x.endswith("| 2 |") for x in out.splitlines())
     assert any(x.startswith("| Add PE | - |") and x.endswith("| 0 |") for x in out.splitlines())
     assert list(pd.read_csv(tmp_path / "table3_ablation.csv")["n_seeds"]) == [2, 2]
+
+
+def test_ablate_variant_trains_any_setting_beside_the_default(tiny: Path, tmp_path: Path
+                                                              ) -> None:
+    args = ["ablate", "--variant", "loss=sampled,negatives=4", "--seeds", "1",
+            *_common(tiny, tmp_path), *SMALL]
+    assert _run(args) == 0
+    df = pd.read_csv(tmp_path / "table3_ablation.csv")
+    assert list(df["label"]) == ["L=1,H=1", "loss=sampled,negatives=4"]
+    cfgs = [json.loads((d / "config.json").read_text())
+            for d in sorted((tmp_path / "runs" / "cyc" / "matrrec").iterdir())]
+    by_loss = {c["loss"]: c for c in cfgs}
+    assert sorted(by_loss) == ["full", "sampled"]
+    assert by_loss["sampled"]["negatives"] == 4
+    assert by_loss["sampled"]["sources"]["loss"] == "ablate loss=sampled,negatives=4"
+    assert by_loss["full"]["sources"]["loss"] == "default"
 
 
 def test_ablate_leaves_out_a_run_another_process_is_training(tiny: Path, tmp_path: Path,

@@ -143,6 +143,9 @@ def register(app: typer.Typer) -> None:
             help="A variant with N attention heads (repeatable).")] = None,
         layers: Annotated[list[int] | None, typer.Option(
             help="A variant with N Mamba+transformer layers (repeatable).")] = None,
+        variant: Annotated[list[str] | None, typer.Option(
+            help="A variant of any --set settings, KEY=VALUE[,KEY=VALUE] (repeatable), e.g. "
+                 "loss=sampled: tested against the default like the paper's rows.")] = None,
         all_: Annotated[bool, typer.Option(
             "--all", help="The paper's six: add pe, remove ffn/rc/dropout, 2 heads, 2 layers.")]
             = False,
@@ -166,6 +169,7 @@ def register(app: typer.Typer) -> None:
         datasets and variants kept).
 
         Example: matrrec ablate --dataset musical --all --seeds 5
+        Example: matrrec ablate --dataset musical --variant loss=sampled --seeds 5
         """
         from rich.table import Table
 
@@ -173,7 +177,8 @@ def register(app: typer.Typer) -> None:
         from matrrec_cli.experiments.runner import run_all
 
         variant_list = ablation.variants(remove=remove or [], add=add or [], heads=heads or [],
-                                         layers=layers or [], all_=all_)
+                                         layers=layers or [], all_=all_,
+                                         custom=variant or [])
         base = run_options(_first(dataset), device=device, data_dir=data_dir,
                            results_dir=results_dir, sets=set_, epochs=epochs, config=config,
                            objective=objective, preset=preset, max_len=max_len, dropout=dropout)

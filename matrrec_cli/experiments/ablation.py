@@ -35,8 +35,10 @@ ALPHA = 0.05  # `*`: differs from the default (Welch's t-test over seeds)
 
 
 def variants(*, remove: list[str], add: list[str], heads: list[int], layers: list[int],
-             all_: bool) -> list[tuple[str, tuple[str, ...]]]:
-    """(label, --set pairs) for the default and each requested variant, in Table 3's order."""
+             all_: bool, custom: list[str] = ()) -> list[tuple[str, tuple[str, ...]]]:
+    """(label, --set pairs) for the default and each requested variant, in Table 3's order;
+    `custom` variants (`KEY=VALUE[,KEY=VALUE]`, any --set settings, e.g. `loss=sampled`) come
+    last, labelled by their own text, so any switch gets the default beside it and Welch's test."""
     for name in remove:
         if name not in REMOVABLE:
             raise UsageError(f"--remove {name}: expected one of {', '.join(REMOVABLE)}")
@@ -54,8 +56,15 @@ def variants(*, remove: list[str], add: list[str], heads: list[int], layers: lis
     out += [(REMOVABLE[n][0], (REMOVABLE[n][1],)) for n in dict.fromkeys(remove)]
     out += [(f"{n}heads(H={n})", (f"n_heads={n}",)) for n in dict.fromkeys(heads) if n != 1]
     out += [(f"{n}layers(L={n})", (f"n_layers={n}",)) for n in dict.fromkeys(layers) if n != 1]
+    for text in dict.fromkeys(custom):
+        pairs = tuple(p.strip() for p in text.split(",") if p.strip())
+        if not pairs or any("=" not in p or not p.partition("=")[0].strip() for p in pairs):
+            raise UsageError(f"--variant {text!r}: expected KEY=VALUE[,KEY=VALUE], for example "
+                             "loss=sampled,negatives=64")
+        out.append((",".join(pairs), pairs))
     if len(out) == 1:
-        raise UsageError("no variant asked for; use --remove, --add, --heads, --layers or --all")
+        raise UsageError("no variant asked for; use --remove, --add, --heads, --layers, "
+                         "--variant or --all")
     return out
 
 
