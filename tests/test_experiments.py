@@ -12,7 +12,7 @@ from helpers import SMALL
 from helpers import run_cli as _run
 from scipy import stats
 
-from matrrec_cli.errors import UsageError
+from matrrec_cli.errors import MatrrecError, UsageError
 from matrrec_cli.experiments import ablation, breakdown, significance, synthetic
 from matrrec_cli.experiments.runner import RunResult, RunSpec, Seeds, parse_seeds
 from matrrec_cli.train.config import RunOptions
@@ -365,6 +365,15 @@ def test_synthetic_sequences_have_the_requested_statistics() -> None:
     assert seqs.items.max() <= 500
     assert seqs.n_items == 501
     assert synthetic.table1_counts("musical") == (1429, 900, 10261)  # padding removed
+
+
+def test_synthetic_item_floor_keeps_every_item_through_the_5_core() -> None:
+    seqs = synthetic.synthetic_sequences(300, 400, 300 * 8, seed=2, item_floor=5)
+    counts = np.bincount(seqs.items, minlength=401)[1:]
+    assert counts.min() >= 5  # a 5-core filter drops nothing: the catalog keeps its 400 items
+    assert counts.sum() == seqs.lengths.sum()
+    with pytest.raises(MatrrecError, match="interactions"):
+        synthetic.synthetic_sequences(10, 400, 60, item_floor=5)
 
 
 def test_profile_writes_tables_4_and_5(tiny: Path, tmp_path: Path, capsys) -> None:

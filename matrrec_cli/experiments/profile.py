@@ -3,8 +3,9 @@
 Each cell (dataset, model, max_len) runs in a fresh worker process (`python -m
 matrrec_cli.experiments.profile CELL_JSON`), so no model's memory or warm caches leak into the
 next. In the worker: the data (real or `--synthetic-like`), the model of `matrrec train` (same
-preset, dropout, objective `prefix`, batch 2048, Adam), a warm-up of `warmup` batches and one
-evaluation batch, then `repeats` timings whose median is reported:
+preset, dropout, objective `prefix` unless the cell names one (bench/scale.py times both), batch
+2048, Adam), a warm-up of `warmup` batches and one evaluation batch, then `repeats` timings
+whose median is reported:
   * train s/epoch: forward, backward and optimizer step over the epoch's batches; with
     `max_batches` only the first that many batches are timed and the time is scaled by
     n_batches / timed (the `timed_batches` column says so);
@@ -52,12 +53,13 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     opts = RunOptions(dataset=cell["dataset"], model=cell["model"], device=cell["device"],
                       data_dir=cell["data_dir"], sets=tuple(cell.get("sets", ())),
                       preset=cell.get("preset"))
-    spec = RunSpec(opts.given_by("profile cell", max_len=cell["max_len"], objective="prefix"))
+    spec = RunSpec(opts.given_by("profile cell", max_len=cell["max_len"],
+                                 objective=cell.get("objective", "prefix")))
     cfg = resolve_spec(spec, seed=DEFAULT_SEED, seed_source=DEFAULT,
                        prepared=not cell["synthetic"])
     if cell["synthetic"]:
         data = split(synthetic_sequences(*table1_counts(cfg.dataset, cfg.data_dir)),
-                     max_len=cfg.max_len, objective="prefix")
+                     max_len=cfg.max_len, objective=cfg.objective)
     else:
         data = pipeline.load_split(cfg)
     device = resolve_device(cfg.device)
@@ -119,6 +121,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
         mem, mem_kind = rss * (1 if sys.platform == "darwin" else 1024), "cpu peak RSS (process)"
     return {
         **{k: cell[k] for k in ("dataset", "model", "max_len", "synthetic")},
+        "objective": cfg.objective,
         "device": str(device), "memory_gb": round(mem / 2**30, 3), "memory_kind": mem_kind,
         "train_s_per_epoch": round(statistics.median(train_s), 6),
         "inference_s": round(statistics.median(infer_s), 6),

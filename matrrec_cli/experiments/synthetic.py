@@ -39,14 +39,26 @@ def table1_counts(name: str, data_dir: str | Path | None = None) -> tuple[int, i
                        f"prepared data; run matrrec download {name} or pick a paper dataset")
 
 
-def synthetic_sequences(users: int, items: int, interactions: int, *, seed: int = 0) -> Sequences:
-    """CSR sequences of `users` users over `items` items with about `interactions` items."""
+def synthetic_sequences(users: int, items: int, interactions: int, *, seed: int = 0,
+                        item_floor: int = 0) -> Sequences:
+    """CSR sequences of `users` users over `items` items with about `interactions` items.
+
+    `item_floor` > 0 draws every item at least that many times (the rest by popularity, then
+    shuffled), so a k-core filter with k <= item_floor keeps the whole catalog: the shape
+    survives `matrrec import` (bench/scale.py). 0 keeps the profile's draws as they were."""
     rng = np.random.default_rng(seed)
     mean_extra = max(interactions / users - MIN_LEN, 1e-9)
     lengths = MIN_LEN - 1 + rng.geometric(1.0 / (mean_extra + 1.0), size=users)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    total = int(offsets[-1])
+    if item_floor * items > total:
+        raise MatrrecError(f"{items} items drawn {item_floor} times each need {item_floor * items}"
+                           f" interactions; these {users} users have {total}")
     pop = 1.0 / np.arange(1, items + 1) ** 0.8
     ids = rng.permutation(items) + 1  # popularity rank -> item id 1..items
-    seq = ids[rng.choice(items, size=int(offsets[-1]), p=pop / pop.sum())]
+    ranks = rng.choice(items, size=total - item_floor * items, p=pop / pop.sum())
+    if item_floor:
+        ranks = rng.permutation(np.concatenate([np.repeat(np.arange(items), item_floor), ranks]))
+    seq = ids[ranks]
     return Sequences(items=seq.astype(np.int64), offsets=offsets,
                      users=np.arange(users, dtype=np.int64), n_items=items + 1)
