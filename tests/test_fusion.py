@@ -102,3 +102,56 @@ def test_fuse_command_writes_its_table_and_refuses_bad_input(trained: Path, caps
     assert "not a count model" in capsys.readouterr().err
     assert run_cli(["fuse", *common]) == 1  # the smoke runs are capped: none chosen
     assert "no finished matrrec runs" in capsys.readouterr().err
+
+
+def test_report_fuse_renders_the_record_again_without_data_or_checkpoints(
+        trained: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(trained, results)
+    common = ["--dataset", "cyc", "--results-dir", str(results)]
+    capsys.readouterr()
+    assert run_cli(["fuse", *common, "--include-capped", "--with", "markov", "--markdown"]) == 0
+    fused = capsys.readouterr().out
+    record = results / "fusions" / "cyc" / "matrrec_markov"
+    assert sorted(p.name for p in record.iterdir()) == [
+        fusion.CANDIDATES, fusion.RECORD, fusion.PER_USER]
+    # the record is read back whole: the same tables, nothing scored (no weights, no data)
+    for ckpt in (results / "runs").rglob("*.pt"):
+        ckpt.unlink()
+    assert run_cli(["report", "fuse", *common, "--with", "markov", "--markdown"]) == 0
+    assert capsys.readouterr().out == fused
+    # publishing: the fusion waits for its runs, then goes with them; a clone renders it
+    assert run_cli(["publish", "--results-dir", str(results), "--model", "sr"]) == 0
+    assert "is not published; publish the runs first" in capsys.readouterr().out
+    assert run_cli(["publish", "--results-dir", str(results), "--include-capped"]) == 0
+    assert "1 fusion record(s)" in capsys.readouterr().out
+    clone = tmp_path / "clone"
+    shutil.copytree(results / "published", clone / "published")
+    assert run_cli(["report", "fuse", "--dataset", "cyc", "--results-dir", str(clone),
+                    "--with", "markov", "--markdown"]) == 0
+    assert capsys.readouterr().out == fused
+    assert run_cli(["report", "fuse", "--dataset", "cyc", "--results-dir", str(clone),
+                    "--with", "sr"]) == 1
+    err = capsys.readouterr().err
+    assert "no fusion record" in err
+    assert "run matrrec fuse" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_second_fuse_replaces_the_record_whole(trained: Path, tmp_path: Path) -> None:
+    f = _fuse(trained, count="markov")
+    first = fusion.save(f, tmp_path)
+    again = fusion.load(first)
+    assert again.runs == f.runs
+    assert again.seeds == f.seeds
+    assert again.chosen == f.chosen
+    pd.testing.assert_frame_equal(again.table, f.table)
+    for key, series in f.per_user.items():
+        assert np.array_equal(again.per_user[key].sort_index().to_numpy(),
+                              series.sort_index().to_numpy())
+    changed = fusion.Fusion(**{**f.__dict__, "count_test": 0.5})
+    assert fusion.save(changed, tmp_path) == first
+    assert fusion.load(first).count_test == 0.5
+    assert not any((tmp_path / "fusions" / ".staging").iterdir())  # nothing left beside it

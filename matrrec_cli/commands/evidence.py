@@ -36,10 +36,11 @@ def register(app: typer.Typer) -> None:
 
         Each run is copied whole (its record; checkpoints with --checkpoints) and renamed into
         place; a run already published, or a second run of a published configuration and
-        seed, is left out with the reason. The datasets' per-user features (claim 2 and the
-        breakdown on a clone without the data) are written beside the runs. Reports and the
-        experiment commands read published runs beside your own; `matrrec docs` re-renders
-        the README's tables from them.
+        seed, is left out with the reason. `matrrec fuse`'s records of published runs go
+        with them (not when RUN directories are named). The datasets' per-user features
+        (claim 2 and the breakdown on a clone without the data) are written beside the runs.
+        Reports and the experiment commands read published runs beside your own; `matrrec
+        docs` re-renders the README's tables from them.
 
         Example: matrrec publish --dataset musical && git add results/published
         """
@@ -52,8 +53,9 @@ def register(app: typer.Typer) -> None:
         outcomes = pub.publish(rdir, run, datasets=dataset, models=model,
                                checkpoints=checkpoints, include_capped=include_capped,
                                dry_run=dry_run)
+        fusions = pub.publish_fusions(rdir, dataset, dry_run=dry_run) if not run else []
         done = [o for o in outcomes if o.published is not None]
-        for o in outcomes:
+        for o in [*outcomes, *fusions]:
             print(f"{'would publish' if dry_run else 'published'} {o.run} -> {o.published}"
                   if o.published is not None else f"left out {o.run}: {o.why}")
         if not dry_run:
@@ -68,8 +70,11 @@ def register(app: typer.Typer) -> None:
                 for path in pub.publish_profiles(rdir, dataset):
                     print(f"merged profile rows into {path}")
         size = pub.store_bytes(rdir) / 1e6
+        n_fused = sum(o.published is not None for o in fusions)
         print(f"{len(done)} run(s) {'to publish' if dry_run else 'published'}, "
-              f"{len(outcomes) - len(done)} left out; {published_dir(rdir)} holds {size:.1f} MB")
+              f"{len(outcomes) - len(done)} left out"
+              + (f"; {n_fused} fusion record(s)" if n_fused else "")
+              + f"; {published_dir(rdir)} holds {size:.1f} MB")
 
     @app.command()
     def docs(

@@ -414,5 +414,44 @@ def runs(
     save_csv(df, rdir / "runs.csv", output, key=["dataset"])
 
 
+@report_app.command("fuse")
+def fuse(
+    dataset: Annotated[str, typer.Option(help="The dataset the fusion was made on.")],
+    model: Annotated[str, typer.Option(help="The fused network.")] = "matrrec",
+    with_: Annotated[str, typer.Option("--with", help="The count model it was fused with.")]
+        = "sr",
+    tag: Annotated[str | None, typer.Option(help="The recipe tag of its runs, e.g. refit.")]
+        = None,
+    results_dir: ResultsDirOpt = None, output: OutputOpt = None, markdown: MarkdownOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """A fusion's tables again, from the record `matrrec fuse` kept (published first).
+
+    Nothing is scored: the record holds every candidate's numbers and the per-user test
+    NDCG@10 the Wilcoxon tests use, so this needs neither the data nor the checkpoints.
+    Writes results/fuse_<dataset>_<model>[_<tag>]_<count>.csv.
+
+    Example: matrrec report fuse --dataset musical --with sr --tag refit
+    """
+    from matrrec_cli.commands.fuse import show_fusion
+    from matrrec_cli.errors import MatrrecError
+    from matrrec_cli.experiments import fusion
+    from matrrec_cli.paths import published_dir
+    from matrrec_cli.paths import results_dir as results_path
+
+    rdir = results_path(results_dir)
+    record = fusion.find_record(rdir, dataset, model, with_, tag)
+    if record is None:
+        where = [fusion.record_dir(r, dataset, model, with_, tag)
+                 for r in (rdir, published_dir(rdir))]
+        raise MatrrecError(
+            f"no fusion record in {where[0]} or {where[1]}; run matrrec fuse --dataset "
+            f"{dataset} --model {model} --with {with_}{f' --tag {tag}' if tag else ''} first")
+    f = fusion.load(record)
+    show_fusion(f, markdown=markdown, json_out=json_out)
+    name = "_".join(x for x in (dataset, model, tag, with_) if x)
+    save_csv(f.table, rdir / f"fuse_{name}.csv", output, key=["dataset"])
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(report_app, name="report")

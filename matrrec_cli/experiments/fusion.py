@@ -18,13 +18,23 @@ Everything is chosen on validation: the count model's setting (its `grid`) and b
 beta 0 is the network alone, so the choice is never worse on validation than no fusion). Test
 numbers of every candidate are reported beside their validation numbers, the chosen one marked,
 with the paired per-user Wilcoxon test of the chosen fusion against the count model alone.
+
+A fusion is kept as a record, like a run: results/fusions/<dataset>/<model>[_<tag>]_<count>/
+(fusion.json: the member runs, seeds, choices and reference numbers; candidates.parquet: every
+candidate's numbers; per_user.parquet: the chosen candidates' and the references' test NDCG@10
+per user). `matrrec report fuse` renders it without the data or the checkpoints, on any CPU
+(nothing is scored again), and `matrrec publish` copies it into the published evidence.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
+import os
+import shutil
 import statistics
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +48,7 @@ from matrrec_cli.experiments.runner import mean_std
 from matrrec_cli.experiments.significance import ndcg10, test_ranks, wilcoxon_users
 from matrrec_cli.experiments.table2 import Selection, chosen_runs
 from matrrec_cli.models import build_model, get_model_class, model_names
+from matrrec_cli.paths import published_dir
 from matrrec_cli.train import pipeline, runs
 from matrrec_cli.train.checkpoint import load_checkpoint, restore
 from matrrec_cli.train.evaluate import fit_known
@@ -75,6 +86,8 @@ class Fusion:
     count_test: float  # the count model alone, its default setting, test NDCG@10
     best: str | None = None  # the best simple model's Table 2 column on this dataset (by test)
     best_test: float | None = None
+    runs: list[str] = dataclasses.field(default_factory=list)  # the member runs' ids
+    tag: str | None = None
 
 
 def best_simple(results_dir: str | Path, dataset: str, selection: Selection | None = None
@@ -227,7 +240,8 @@ def fuse(results_dir: str | Path, dataset: str, *, model: str = "matrrec", count
                   seeds=[c.seed for c in cfgs], table=table, chosen=chosen, per_user=per_user,
                   count_test=float(count_ndcg["test"].mean()),
                   best=None if best is None else best[0],
-                  best_test=None if best is None else best[1])
+                  best_test=None if best is None else best[1],
+                  runs=[r.name for r, _, _ in members], tag=tag)
 
 
 GOAL = 1.10  # the issue's bar: 10 % above the best simple model
@@ -255,3 +269,87 @@ def summary(f: Fusion) -> pd.DataFrame:
                      "goal_reached": bool(f.best_test and test >= GOAL * f.best_test
                                           and p_best is not None and p_best < ALPHA)})
     return pd.DataFrame(rows)
+
+
+RECORD, CANDIDATES, PER_USER = "fusion.json", "candidates.parquet", "per_user.parquet"
+FUSIONS = "fusions"  # beside runs/ in a results directory and in the published evidence
+
+
+def record_dir(root: str | Path, dataset: str, model: str, count: str,
+               tag: str | None = None) -> Path:
+    """Where a fusion's record lives under `root` (a results directory or the published one)."""
+    return Path(root) / FUSIONS / dataset / "_".join(x for x in (model, tag, count) if x)
+
+
+def record_files(f: Fusion) -> dict[str, bytes]:
+    """A fusion's record, file name -> bytes."""
+    head = {"dataset": f.dataset, "model": f.model, "count": f.count, "tag": f.tag,
+            "seeds": f.seeds, "runs": f.runs, "count_test": f.count_test, "best": f.best,
+            "best_test": f.best_test,
+            "chosen": {m: {"setting": [list(kv) for kv in c.setting], "beta": c.beta}
+                       for m, c in f.chosen.items()}}
+    per_user = pd.DataFrame(f.per_user).rename_axis("user").reset_index()
+    out = {RECORD: runs.record_bytes(head)}
+    for name, df in ((CANDIDATES, f.table), (PER_USER, per_user)):
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        out[name] = buf.getvalue()
+    return out
+
+
+def place_record(files: dict[str, bytes], final: Path) -> Path:
+    """Write a record whole beside `final` and swap it in; an older record of the same fusion
+    is replaced only once the new one is complete (a reader sees one or the other)."""
+    staging = final.parents[1] / ".staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix="replaced-", dir=staging))
+        os.rename(final, old / "record")
+    try:
+        runs.place_run(files, final, staging)
+    except BaseException:
+        if old is not None:
+            os.rename(old / "record", final)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save(f: Fusion, results_dir: str | Path) -> Path:
+    """Keep `f` as this machine's record (results/fusions/...), replacing an earlier one."""
+    model = f.model.split(" (")[0]
+    return place_record(record_files(f), record_dir(results_dir, f.dataset, model, f.count,
+                                                    f.tag))
+
+
+def load(record: Path) -> Fusion:
+    """A fusion from its record directory."""
+    head = runs.read_json(record / RECORD)
+    try:
+        table = pd.read_parquet(record / CANDIDATES)
+        per_user = pd.read_parquet(record / PER_USER).set_index("user")
+    except (OSError, ValueError) as exc:
+        raise MatrrecError(f"{record}: unreadable fusion record ({exc}); run matrrec fuse "
+                           "again") from None
+    chosen = {m: Candidate(m, tuple((k, v) for k, v in head["chosen"][m]["setting"]),
+                           float(head["chosen"][m]["beta"]))
+              for m in MODES if m in head["chosen"]}  # in MODES' order (JSON sorts keys)
+    return Fusion(dataset=head["dataset"], model=head["model"], count=head["count"],
+                  seeds=list(head["seeds"]), table=table, chosen=chosen,
+                  per_user={c: per_user[c].dropna() for c in per_user.columns},
+                  count_test=float(head["count_test"]), best=head["best"],
+                  best_test=head["best_test"], runs=list(head["runs"]), tag=head["tag"])
+
+
+def find_record(results_dir: str | Path, dataset: str, model: str, count: str,
+                tag: str | None = None) -> Path | None:
+    """The fusion's record, published first (as Table 2 prefers published runs), else this
+    machine's; None when neither has one."""
+    for root in (published_dir(results_dir), Path(results_dir)):
+        d = record_dir(root, dataset, model, count, tag)
+        if (d / RECORD).is_file():
+            return d
+    return None

@@ -7,6 +7,7 @@
         users/<dataset>.parquet            each test user's history length and target popularity
                                            (claim 2 and the breakdown read it where the dataset
                                            is not prepared, as on a fresh clone)
+        fusions/<dataset>/<name>/          matrrec fuse's records (report fuse renders them)
         <profile>.csv                      matrrec profile's Tables 4-5 rows (claim 5)
 
 Only `matrrec publish` writes here; the git repository commits it, so a clone re-renders every
@@ -119,6 +120,41 @@ def _copy_run(run: Path, target: Path, cfg: dict, *, checkpoints: bool) -> None:
     files[CONFIG] = record_bytes({**cfg, "data_dir": DEFAULT_DATA_DIR,
                                   "results_dir": DEFAULT_RESULTS_DIR})
     place_run(files, target, target.parents[2] / ".staging")
+
+
+def publish_fusions(results_dir: str | Path, datasets: list[str] | None = None, *,
+                    dry_run: bool = False) -> list[Outcome]:
+    """Copy this machine's fusion records (experiments/fusion.py) into the published evidence,
+    each whole. A record is left out while one of its runs is not published (a published
+    fusion must re-render from published runs), or when the same fusion is published (the
+    first stays, as for runs)."""
+    from matrrec_cli.experiments.fusion import FUSIONS, RECORD
+
+    rdir = Path(results_dir)
+    store = published_dir(rdir) / FUSIONS
+    published_runs = {m.parent.name for m in run_stores(rdir)[0].glob(f"*/*/*/{METRICS}")}
+    out = []
+    for rec in sorted((rdir / FUSIONS).glob(f"*/*/{RECORD}")):
+        own, dataset = rec.parent, rec.parent.parent.name
+        if datasets and dataset not in datasets:
+            continue
+        members = read_json(rec).get("runs") or []
+        target = store / dataset / own.name
+        missing = [r for r in members if r not in published_runs]
+        if target.exists():
+            same = (read_json(target / RECORD).get("runs") or []) == members
+            out.append(Outcome(own, why="already published" if same else
+                               "this fusion is published from other runs; that one stays"))
+        elif missing:
+            out.append(Outcome(own, why=f"its run {missing[0]} is not published; publish the "
+                                        "runs first (with --checkpoints, so fuse can score "
+                                        "them again)"))
+        else:
+            if not dry_run:
+                files = {p.name: p.read_bytes() for p in sorted(own.iterdir()) if p.is_file()}
+                place_run(files, target, store / ".staging")
+            out.append(Outcome(own, published=target))
+    return out
 
 
 def publish_users(results_dir: str | Path, dataset: str, data_dir: str | Path) -> Path | None:
