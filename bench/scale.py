@@ -25,9 +25,12 @@ Plans:
           `all` trains batches of 256 (each batch of 2048 would be 20 TFLOP of logits); the
           scaled s/epoch covers the same rows.
 
+  datasets  MaTrRec with full and sampled loss on the prepared Musical and ml-100k (the settings
+          of their 5-seed runs), whole epochs, median of 3
+
 Writes bench/out/scale.csv (one row per stage run) and prints markdown tables. Run it alone on
 the machine: the walls are only comparable within one run.
-Usage: python bench/scale.py [--plan growth,memory] [--threads 1,2] [--timed 2] [--quick]
+Usage: python bench/scale.py [--plan growth,memory,datasets] [--threads 1,2] [--timed 2] [--quick]
 """
 
 from __future__ import annotations
@@ -110,15 +113,17 @@ def prep(name: str, shape: tuple[int, int, int, int], data_dir: Path, threads: i
             "items": meta["n_items"], "wall_s": round(wall, 2), "peak_rss_gb": round(rss, 3)}
 
 
-def train_eval(name: str, data_dir: Path, *, model: str, objective: str, sets: list[str],
-               max_len: int, timed: int, threads: int) -> dict:
+def train_eval(name: str, data_dir: Path, *, model: str, objective: str | None,
+               sets: list[str], max_len: int | None, timed: int | None, threads: int,
+               repeats: int = 1) -> dict:
+    """One profile cell (None: the dataset's own objective / L; timed None: whole epochs)."""
     cell = {"dataset": name, "model": model, "device": "cpu", "data_dir": str(data_dir),
             "sets": sets, "preset": None, "max_len": max_len, "synthetic": False,
-            "objective": objective, "max_batches": timed, "warmup": 1, "repeats": 1}
+            "objective": objective, "max_batches": timed, "warmup": 1, "repeats": repeats}
     out, wall, rss = child([sys.executable, "-m", "matrrec_cli.experiments.profile",
                             json.dumps(cell)], threads)
     r = json.loads(out.strip().splitlines()[-1])
-    return {"stage": "train+eval", "model": model, "objective": objective,
+    return {"stage": "train+eval", "model": model, "objective": r["objective"],
             "loss": "sampled" if "loss=sampled" in sets else "full",
             "batch": next((s.split("=")[1] for s in sets if s.startswith("batch_size=")), "2048"),
             "epoch_s": round(r["train_s_per_epoch"], 1),
@@ -171,6 +176,22 @@ def memory(all_shapes: dict[str, tuple[int, int, int, int]], data_dir: Path, thr
         shutil.rmtree(data_dir / name, ignore_errors=True)
 
 
+def real(data_dir: Path, threads: int, rows: list[dict]) -> None:
+    """Full and sampled loss on the prepared small datasets, whole epochs, 3 repeats (median),
+    with the settings of the 5-seed runs: skip_padding, Musical's own objective, ml-100k's
+    `all` (the README's ml-100k runs use `--objective all`: 2 batches an epoch, not 48)."""
+    for ds, objective in (("musical", None), ("ml-100k", "all")):
+        if not (data_dir / ds / "meta.json").is_file():
+            print(f"{ds}: not prepared in {data_dir}; skipped (matrrec download {ds})")
+            continue
+        base = {"plan": "datasets", "shape": ds, "scale": 1, "threads": threads}
+        for loss in ([], SAMPLED):
+            rows.append({**base, **train_eval(ds, data_dir, model="matrrec", objective=objective,
+                                              sets=[*loss, "skip_padding=true"], max_len=None,
+                                              timed=None, threads=threads, repeats=3)})
+            print(rows[-1], flush=True)
+
+
 def exponents(df: pd.DataFrame) -> pd.DataFrame:
     """b in measure ~ interactions^b, per stage and thread count (least squares on logs)."""
     out = []
@@ -195,11 +216,14 @@ def markdown(df: pd.DataFrame) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--plan", default="growth,memory")
+    ap.add_argument("--plan", default="growth,memory,datasets")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--timed", type=int, default=2, help="timed batches per cell (scaled)")
     ap.add_argument("--quick", action="store_true", help="every count / 200: a smoke run")
     ap.add_argument("--out", type=Path, default=OUT / "scale.csv")
+    ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MATRREC_DATA_DIR",
+                                                                         "data")),
+                    help="where musical and ml-100k are prepared (--plan datasets)")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     all_shapes = shapes(args.quick)
@@ -212,6 +236,8 @@ def main() -> None:
             growth(all_shapes["electronics"], data_dir, threads, args.timed, rows)
         if "memory" in plans:
             memory(all_shapes, data_dir, max(threads), args.timed, rows)
+        if "datasets" in plans:
+            real(args.data_dir, max(threads), rows)
     df = pd.DataFrame(rows)
     tmp_csv = args.out.with_suffix(".csv.tmp")
     df.to_csv(tmp_csv, index=False)

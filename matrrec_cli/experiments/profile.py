@@ -3,9 +3,9 @@
 Each cell (dataset, model, max_len) runs in a fresh worker process (`python -m
 matrrec_cli.experiments.profile CELL_JSON`), so no model's memory or warm caches leak into the
 next. In the worker: the data (real or `--synthetic-like`), the model of `matrrec train` (same
-preset, dropout, objective `prefix` unless the cell names one (bench/scale.py times both), batch
-2048, Adam), a warm-up of `warmup` batches and one evaluation batch, then `repeats` timings
-whose median is reported:
+preset, dropout, objective `prefix` unless the cell names one or None for the dataset's own, as
+bench/scale.py does; batch 2048, Adam), a warm-up of `warmup` batches and one evaluation batch,
+then `repeats` timings whose median is reported:
   * train s/epoch: forward, backward and optimizer step over the epoch's batches; with
     `max_batches` only the first that many batches are timed and the time is scaled by
     n_batches / timed (the `timed_batches` column says so);
