@@ -376,6 +376,23 @@ def test_synthetic_item_floor_keeps_every_item_through_the_5_core() -> None:
         synthetic.synthetic_sequences(10, 400, 60, item_floor=5)
 
 
+def test_profile_cell_budget_times_fewer_batches_and_still_scales(tiny: Path) -> None:
+    from matrrec_cli.experiments import profile
+
+    cell = {"dataset": "cyc", "model": "gru4rec", "device": "cpu", "data_dir": str(tiny),
+            "sets": ["batch_size=8", "eval_batch_size=8", "hidden_size=8"], "preset": None,
+            "max_len": 5, "synthetic": True, "max_batches": 3, "warmup": 1, "repeats": 1}
+    free = profile.measure(cell)
+    assert free["n_batches"] > 3
+    assert (free["timed_batches"], free["timed_eval_batches"]) == (3, 3)
+    tight = profile.measure({**cell, "budget_s": 1e-9})  # no time at all: one batch of each
+    assert (tight["timed_batches"], tight["timed_eval_batches"]) == (1, 1)
+    assert tight["n_batches"] == free["n_batches"]
+    assert tight["train_s_per_epoch"] > 0
+    whole = profile.measure({**cell, "max_batches": None, "budget_s": 1e-9})  # 'all' wins
+    assert whole["timed_batches"] == whole["n_batches"]
+
+
 def test_profile_writes_tables_4_and_5(tiny: Path, tmp_path: Path, capsys) -> None:
     assert _run(["profile", "--dataset", "cyc", "--synthetic-like", "cyc", "--max-len", "5,10",
                  "--models", "gru4rec,markov", "--repeats", "1", "--warmup", "1",

@@ -304,8 +304,9 @@ def register(app: typer.Typer) -> None:
         warmup: Annotated[int, typer.Option(help="Warm-up batches.")] = 2,
         max_batches: Annotated[str, typer.Option(
             help="Time this many batches (and as many evaluation batches) and scale to the "
-                 "epoch, or 'all' for the whole epoch \\[default: 10, so a cell of any "
-                 "dataset size finishes in minutes].")] = "10",
+                 "epoch, fewer where they would take over 2 minutes a cell; or 'all' for the "
+                 "whole epoch \\[default: 10, so a cell of any dataset size finishes in "
+                 "minutes].")] = "10",
         preset: Annotated[Preset | None, typer.Option(
             help="paper or recbole \\[default: paper].")] = None,
         set_: SetOpt = None, config: ConfigOpt = None,
@@ -326,7 +327,8 @@ def register(app: typer.Typer) -> None:
         (L 10,30,50,70 and every model). Writes results/table4_max_len.csv and
         results/table5_complexity.csv, replacing only the rows of the cells profiled again.
 
-        By default each cell times 10 training and 10 evaluation batches and scales them to
+        By default each cell times 10 training and 10 evaluation batches, fewer where those
+        would take more than 2 minutes of timing in all (a large catalog), and scales them to
         the epoch (the table and the CSV say how many were timed); --max-batches all times
         whole epochs.
 
@@ -371,6 +373,7 @@ def register(app: typer.Typer) -> None:
         ddir, rdir = resolve_dirs(data_dir, results_dir)
         base = {"device": device or "auto", "data_dir": str(ddir), "repeats": repeats,
                 "warmup": warmup, "max_batches": batches_cap, "preset": preset,
+                "budget_s": prof.CELL_BUDGET_S,
                 "sets": list(set_ or [])}
         t4 = [{**base, "dataset": d, "synthetic": s, "model": "matrrec", "max_len": n}
               for d, s in sources for n in lens]

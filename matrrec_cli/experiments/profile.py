@@ -41,6 +41,10 @@ from matrrec_cli.train.evaluate import evaluate_split, fit_known
 from matrrec_cli.train.samples import epoch_batches, make_batch, trimmed_width
 from matrrec_cli.train.trainer import make_optimizer, train_step
 
+# The timed part of a cell with a --max-batches count, in seconds: a catalog so large that the
+# count's batches would take longer times fewer of them, so every cell finishes in minutes
+CELL_BUDGET_S = 120.0
+
 
 def _sync(device: Any) -> None:
     if device.type == "cuda":
@@ -97,23 +101,35 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     test = data.test
     n_eval = -(-len(test) // cfg.eval_batch_size)
     eval_timed = min(n_eval, cell["max_batches"] or n_eval)
-    eval_part = dataclasses.replace(data, test=test.take(
-        np.arange(min(len(test), eval_timed * cfg.eval_batch_size))))
 
-    def infer_pass() -> float:
+    def eval_part(n: int) -> Any:  # the first n evaluation batches' users
+        return dataclasses.replace(data, test=test.take(
+            np.arange(min(len(test), n * cfg.eval_batch_size))))
+
+    def infer_pass(part: Any) -> float:
         _sync(device)
         t0 = time.perf_counter()
-        evaluate_split(model, eval_part, cfg, split="test", device=device)
+        evaluate_split(model, part, cfg, split="test", device=device)
         _sync(device)
         return time.perf_counter() - t0
 
     model.train()
-    train_pass(batches[:max(1, min(cell["warmup"], timed))])
-    infer_pass()
+    warm = batches[:max(1, min(cell["warmup"], timed))]
+    per_batch = train_pass(warm) / len(warm)
+    per_eval = infer_pass(eval_part(1))
+    budget = cell.get("budget_s")
+    if budget and cell["max_batches"]:
+        # each repeat's training and evaluation get half of budget / repeats: a large catalog
+        # times fewer batches (the warm-up's per-batch time, an overestimate, decides)
+        share = budget / cell["repeats"] / 2
+        timed = min(timed, max(1, int(share // per_batch)))
+        eval_timed = min(eval_timed, max(1, int(share // per_eval)))
+        batches = batches[:timed]
+    timed_eval = eval_part(eval_timed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     train_s = [train_pass(batches) * n_batches / timed for _ in range(cell["repeats"])]
-    infer_s = [infer_pass() * n_eval / eval_timed for _ in range(cell["repeats"])]
+    infer_s = [infer_pass(timed_eval) * n_eval / eval_timed for _ in range(cell["repeats"])]
     if device.type == "cuda":
         mem, mem_kind = torch.cuda.max_memory_allocated(device), "cuda peak allocated"
     else:  # ru_maxrss is KiB on Linux, bytes on macOS
