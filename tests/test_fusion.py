@@ -122,6 +122,11 @@ def test_report_fuse_renders_the_record_again_without_data_or_checkpoints(
         ckpt.unlink()
     assert run_cli(["report", "fuse", *common, "--with", "markov", "--markdown"]) == 0
     assert capsys.readouterr().out == fused
+    assert run_cli(["report", "fuse", *common, "--with", "markov", "--markdown",
+                    "--verdict"]) == 0
+    verdict = capsys.readouterr().out
+    assert verdict.lstrip().startswith("**Chosen on validation")
+    assert fused.endswith(verdict)
     # publishing: the fusion waits for its runs, then goes with them; a clone renders it
     assert run_cli(["publish", "--results-dir", str(results), "--model", "sr"]) == 0
     assert "is not published; publish the runs first" in capsys.readouterr().out

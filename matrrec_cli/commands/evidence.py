@@ -36,8 +36,8 @@ def register(app: typer.Typer) -> None:
 
         Each run is copied whole (its record; checkpoints with --checkpoints) and renamed into
         place; a run already published, or a second run of a published configuration and
-        seed, is left out with the reason. `matrrec fuse`'s records of published runs go
-        with them (not when RUN directories are named). The datasets' per-user features
+        seed, is left out with the reason. `matrrec fuse`'s records go with them once every
+        run they fused is published. The datasets' per-user features
         (claim 2 and the breakdown on a clone without the data) are written beside the runs.
         Reports and the experiment commands read published runs beside your own; `matrrec
         docs` re-renders the README's tables from them.
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         outcomes = pub.publish(rdir, run, datasets=dataset, models=model,
                                checkpoints=checkpoints, include_capped=include_capped,
                                dry_run=dry_run)
-        fusions = pub.publish_fusions(rdir, dataset, dry_run=dry_run) if not run else []
+        fusions = pub.publish_fusions(rdir, dataset, dry_run=dry_run)
         done = [o for o in outcomes if o.published is not None]
         for o in [*outcomes, *fusions]:
             print(f"{'would publish' if dry_run else 'published'} {o.run} -> {o.published}"

@@ -64,9 +64,11 @@ def register(app: typer.Typer) -> None:
         save_csv(f.table, rdir / f"fuse_{name}.csv", output, key=["dataset"])
 
 
-def show_fusion(f: Any, *, markdown: bool = False, json_out: bool = False) -> None:
+def show_fusion(f: Any, *, markdown: bool = False, json_out: bool = False,
+                verdict_only: bool = False) -> None:
     """The candidates table and the verdict of a fusion (experiments.fusion.Fusion), as
-    `matrrec fuse` prints it and `matrrec report fuse` prints it again from the record."""
+    `matrrec fuse` prints it and `matrrec report fuse` prints it again from the record;
+    `verdict_only` leaves out the candidates."""
     from rich.console import Console
     from rich.table import Table
 
@@ -83,7 +85,8 @@ def show_fusion(f: Any, *, markdown: bool = False, json_out: bool = False) -> No
         table.add_row(r["mode"], r["setting"], f"{r['beta']:g}",
                       *(cell_text(r[f"{s}_ndcg@10"], r[f"{s}_std"], bold=bool(r["chosen"]))
                         for s in ("valid", "test")))
-    show(table, markdown=markdown, console=console)
+    if not verdict_only:
+        show(table, markdown=markdown, console=console)
     summary = fusion.summary(f)
     best = "no simple model runs" if f.best is None else \
         f"best simple model {f.best}, test NDCG@10 {f.best_test:.4f}"

@@ -422,6 +422,8 @@ def fuse(
         = "sr",
     tag: Annotated[str | None, typer.Option(help="The recipe tag of its runs, e.g. refit.")]
         = None,
+    verdict: Annotated[bool, typer.Option(
+        help="Only the chosen candidates' verdict, not every candidate.")] = False,
     results_dir: ResultsDirOpt = None, output: OutputOpt = None, markdown: MarkdownOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -448,7 +450,7 @@ def fuse(
             f"no fusion record in {where[0]} or {where[1]}; run matrrec fuse --dataset "
             f"{dataset} --model {model} --with {with_}{f' --tag {tag}' if tag else ''} first")
     f = fusion.load(record)
-    show_fusion(f, markdown=markdown, json_out=json_out)
+    show_fusion(f, markdown=markdown, json_out=json_out, verdict_only=verdict)
     name = "_".join(x for x in (dataset, model, tag, with_) if x)
     save_csv(f.table, rdir / f"fuse_{name}.csv", output, key=["dataset"])
 
