@@ -23,7 +23,9 @@ Plans:
           256 uniform negatives) on electronics and 20m-500k, full loss on ml-1m-like, at the
           largest --threads; the goals are 8 GB (electronics) and 16 GB (20m-500k). On 20m-500k
           `all` trains batches of 256 (each batch of 2048 would be 20 TFLOP of logits); the
-          scaled s/epoch covers the same rows.
+          scaled s/epoch covers the same rows. Then `matrrec profile --dataset NAME --model
+          matrrec` with its defaults, as a user types it: the whole command's wall (goal: at
+          most 5 minutes a cell)
 
   datasets  MaTrRec with full and sampled loss on the prepared Musical and ml-100k (the settings
           of their 5-seed runs), whole epochs, median of 3
@@ -173,7 +175,25 @@ def memory(all_shapes: dict[str, tuple[int, int, int, int]], data_dir: Path, thr
                                                       max_len=max_len, timed=timed,
                                                       threads=threads)})
                     print(rows[-1], flush=True)
+        rows.append({**base, **profile_cli(name, data_dir, threads)})
+        print(rows[-1], flush=True)
         shutil.rmtree(data_dir / name, ignore_errors=True)
+
+
+def profile_cli(name: str, data_dir: Path, threads: int) -> dict:
+    """`matrrec profile --dataset NAME --model matrrec` as a user types it (its defaults: 10
+    batches within a 2-minute timing budget, 3 repeats): the whole command's wall."""
+    with tempfile.TemporaryDirectory(dir=OUT) as results:
+        out, wall, rss = child([sys.executable, "-m", "matrrec_cli", "profile", "--dataset",
+                                name, "--model", "matrrec", "--device", "cpu", "--data-dir",
+                                str(data_dir), "--results-dir", results, "--json"], threads)
+    r = json.loads(out)[0]
+    return {"stage": "profile (CLI defaults)", "model": "matrrec", "objective": "prefix",
+            "epoch_s": round(r["train_s_per_epoch"], 1),
+            "timed": f"{r['timed_batches']}/{r['n_batches']}",
+            "eval_s": round(r["inference_s"], 1),
+            "eval_timed": f"{r['timed_eval_batches']}/{r['eval_batches']}",
+            "wall_s": round(wall, 2), "peak_rss_gb": round(rss, 3)}
 
 
 def real(data_dir: Path, threads: int, rows: list[dict]) -> None:
