@@ -394,10 +394,25 @@ def test_profile_cell_budget_times_fewer_batches_and_still_scales(tiny: Path) ->
 
 
 def test_profile_writes_tables_4_and_5(tiny: Path, tmp_path: Path, capsys) -> None:
+    capsys.readouterr()
     assert _run(["profile", "--dataset", "cyc", "--synthetic-like", "cyc", "--max-len", "5,10",
                  "--models", "gru4rec,markov", "--repeats", "1", "--warmup", "1",
                  "--max-batches", "1", "--device", "cpu", "--data-dir", str(tiny),
-                 "--results-dir", str(tmp_path)]) == 0
+                 "--results-dir", str(tmp_path), "--markdown"]) == 0
+    measured = capsys.readouterr().out
+    # the same tables again from the rows, published or not, without timing anything
+    assert _run(["report", "profile", "--dataset", "cyc", "--results-dir", str(tmp_path),
+                 "--markdown"]) == 0
+    assert capsys.readouterr().out == measured
+    clone = tmp_path / "clone" / "published"
+    clone.mkdir(parents=True)
+    for name in ("table4_max_len.csv", "table5_complexity.csv"):
+        (clone / name).write_bytes((tmp_path / name).read_bytes())
+    assert _run(["report", "profile", "--results-dir", str(clone.parent), "--markdown"]) == 0
+    assert capsys.readouterr().out == measured
+    assert _run(["report", "profile", "--dataset", "musical", "--results-dir",
+                 str(clone.parent)]) == 1
+    assert "no profile rows of musical" in capsys.readouterr().err
     t4 = pd.read_csv(tmp_path / "table4_max_len.csv")
     t5 = pd.read_csv(tmp_path / "table5_complexity.csv")
     assert list(t4["max_len"]) == [5, 10, 5, 10]

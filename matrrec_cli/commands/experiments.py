@@ -443,7 +443,6 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
                     executor: ExecutorOptions | None = None) -> None:
     import pandas as pd
     from rich.console import Console
-    from rich.table import Table
 
     from matrrec_cli.experiments.claims import PROFILE_KEY
 
@@ -468,21 +467,30 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
         df = pd.DataFrame(rows)
         rows_out += rows
         save_csv(df, rdir / csv, None, key=list(PROFILE_KEY))
-        table = Table(title=f"{title} ({df['memory_kind'].iloc[0]}, median of "
-                            f"{cells[0]['repeats']}, device {df['device'].iloc[0]})")
-        for col in ("dataset", "model", "L", "memory GB", "train s/epoch", "inference s",
-                    "timed batches"):
-            table.add_column(col, justify="left" if col in ("dataset", "model") else "right")
-        for _, r in df.iterrows():
-            ds = r["dataset"] + (" (synthetic)" if r["synthetic"] else "")
-            table.add_row(ds, r["model"], str(r["max_len"]), f"{r['memory_gb']:.2f}",
-                          _seconds(r["train_s_per_epoch"]), _seconds(r["inference_s"]),
-                          f"{r['timed_batches']}/{r['n_batches']}")
-        show(table, markdown=markdown, console=console)
-        scaled = df[df["timed_batches"] < df["n_batches"]]
-        if not scaled.empty:
-            print(f"  train s/epoch and inference s of {len(scaled)} cell(s) are scaled from the "
-                  "timed batches (column 'timed batches'); --max-batches all times whole "
-                  "epochs", file=sys.stdout if markdown and not json_out else sys.stderr)
+        show_profile(df, title, markdown=markdown, json_out=json_out, console=console)
     if json_out:
         print_json(rows_out)
+
+
+def show_profile(df: Any, title: str, *, markdown: bool = False, json_out: bool = False,
+                 console: Any = None) -> None:
+    """One profile table (Table 4 or 5 rows), as `profile` prints it after measuring and
+    `report profile` prints it again from the recorded rows."""
+    from rich.table import Table
+
+    table = Table(title=f"{title} ({df['memory_kind'].iloc[0]}, median of "
+                        f"{df['repeats'].iloc[0]}, device {df['device'].iloc[0]})")
+    for col in ("dataset", "model", "L", "memory GB", "train s/epoch", "inference s",
+                "timed batches"):
+        table.add_column(col, justify="left" if col in ("dataset", "model") else "right")
+    for _, r in df.iterrows():
+        ds = r["dataset"] + (" (synthetic)" if r["synthetic"] else "")
+        table.add_row(ds, r["model"], str(r["max_len"]), f"{r['memory_gb']:.2f}",
+                      _seconds(r["train_s_per_epoch"]), _seconds(r["inference_s"]),
+                      f"{r['timed_batches']}/{r['n_batches']}")
+    show(table, markdown=markdown, console=console)
+    scaled = df[df["timed_batches"] < df["n_batches"]]
+    if not scaled.empty:
+        print(f"  train s/epoch and inference s of {len(scaled)} cell(s) are scaled from the "
+              "timed batches (column 'timed batches'); --max-batches all times whole "
+              "epochs", file=sys.stdout if markdown and not json_out else sys.stderr)

@@ -414,6 +414,46 @@ def runs(
     save_csv(df, rdir / "runs.csv", output, key=["dataset"])
 
 
+@report_app.command("profile")
+def profile(
+    dataset: DatasetsOpt = None, results_dir: ResultsDirOpt = None,
+    markdown: MarkdownOpt = False, json_out: JsonOpt = False,
+) -> None:
+    """Tables 4-5 again from the recorded profile rows (yours, then the published ones).
+
+    Timings cannot be re-measured to the digit, so the rows `matrrec profile` wrote (and
+    `matrrec publish --profiles` published) are the record; nothing is timed here.
+
+    Example: matrrec report profile --dataset musical --markdown
+    """
+    from rich.console import Console
+
+    from matrrec_cli.commands.experiments import show_profile
+    from matrrec_cli.errors import MatrrecError
+    from matrrec_cli.experiments.claims import PROFILE_CSVS, profile_table
+    from matrrec_cli.paths import results_dir as results_path
+
+    rdir = results_path(results_dir)
+    console = Console(stderr=json_out)
+    titles = {"table4_max_len.csv": "Table 4: MaTrRec by max length",
+              "table5_complexity.csv": "Table 5: model complexity"}
+    shown = []
+    for name in sorted(PROFILE_CSVS, key=lambda n: list(titles).index(n)):
+        df = profile_table(rdir, name, dataset)
+        if df.empty:
+            continue
+        show_profile(df, titles[name], markdown=markdown, json_out=json_out, console=console)
+        shown.append(df)
+    if not shown:
+        raise MatrrecError(f"no profile rows{' of ' + ', '.join(dataset) if dataset else ''} in "
+                           f"{rdir} or its published evidence; run matrrec profile --dataset "
+                           f"{(dataset or ['musical'])[0]} first")
+    if json_out:
+        import pandas as pd
+
+        print_json(pd.concat(shown, ignore_index=True))
+
+
 @report_app.command("fuse")
 def fuse(
     dataset: Annotated[str, typer.Option(help="The dataset the fusion was made on.")],

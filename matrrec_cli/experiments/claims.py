@@ -533,17 +533,37 @@ def claim4(dataset: str, runs: list[tuple[Path, dict, dict]]) -> list[Row]:
 
 # --- 5: cost ------------------------------------------------------------------------------------
 
+def _read_profile(path: Path, purpose: str) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        warn(f"{path} is unreadable ({exc}); left out of {purpose}")
+        return None
+
+
+def profile_table(results_dir: Path, name: str, datasets: list[str] | None = None
+                  ) -> pd.DataFrame:
+    """One profile table's rows (`name` in PROFILE_CSVS) of `datasets` (None: all): this
+    machine's, then the published ones; a cell profiled here again wins."""
+    frames = [f for f in (_read_profile(d / name, name)
+                          for d in (results_dir, published_dir(results_dir))) if f is not None]
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    df["synthetic"] = (df["synthetic"].astype(str).str.lower() == "true"
+                       if "synthetic" in df.columns else False)
+    if datasets:
+        df = df[df["dataset"].isin(datasets)]
+    return df.drop_duplicates([*PROFILE_KEY, "device"], keep="first").reset_index(drop=True)
+
+
 def profile_rows(results_dir: Path, dataset: str) -> pd.DataFrame:
-    frames = []
     # this machine's rows before the published ones: a cell profiled here again wins
-    for path in (d / name for d in (results_dir, published_dir(results_dir))
-                 for name in PROFILE_CSVS):
-        if not path.exists():
-            continue
-        try:
-            frames.append(pd.read_csv(path))
-        except (OSError, ValueError, pd.errors.ParserError) as exc:
-            warn(f"{path} is unreadable ({exc}); left out of claim 5")
+    frames = [f for f in (_read_profile(d / name, "claim 5")
+                          for d in (results_dir, published_dir(results_dir))
+                          for name in PROFILE_CSVS) if f is not None]
     need = {"dataset", "model", "max_len", "device", "train_s_per_epoch", "inference_s"}
     frames = [f for f in frames if need <= set(f.columns)]
     if not frames:
