@@ -117,6 +117,11 @@ def test_ablate_trains_each_variant_once_and_reuses_runs(tiny: Path, tmp_path: P
     out = capsys.readouterr().out
     assert any(x.startswith("| Remove FFN |") and x.endswith("| 2 |") for x in out.splitlines())
     assert any(x.startswith("| Add PE | - |") and x.endswith("| 0 |") for x in out.splitlines())
+    # the Welch test behind each row's `*`, as a note (none for a variant without runs)
+    notes = [x for x in out.splitlines() if x.startswith("- ")]
+    assert len(notes) == 1
+    assert notes[0].startswith("- Remove FFN vs L=1,H=1 on cyc: recall@10 ")
+    assert "(Welch p " in notes[0]
     assert list(pd.read_csv(tmp_path / "table3_ablation.csv")["n_seeds"]) == [2, 2]
 
 

@@ -22,6 +22,8 @@ from matrrec_cli.commands.tables import (
     Preset,
     PresetOpt,
     ResultsDirOpt,
+    p_text,
+    plain_printer,
     print_json,
     run_options,
     save_csv,
@@ -171,6 +173,7 @@ def register(app: typer.Typer) -> None:
         Example: matrrec ablate --dataset musical --all --seeds 5
         Example: matrrec ablate --dataset musical --variant loss=sampled --seeds 5
         """
+        from rich.console import Console
         from rich.table import Table
 
         from matrrec_cli.experiments import ablation
@@ -217,7 +220,19 @@ def register(app: typer.Typer) -> None:
                           for m in ablation.METRICS]
                 n.append(str(row["n_seeds"]))
             table.add_row(label, *cells, "/".join(n))
-        show(table, markdown=markdown, json_rows=df if json_out else None)
+        console = Console(stderr=json_out)
+        show(table, markdown=markdown, console=console, json_rows=df if json_out else None)
+        say = plain_printer(console, markdown=markdown, json_out=json_out)
+        if markdown and not json_out:
+            print()  # the notes below the table, not a row of it
+        for _, r in df[df["label"] != ablation.DEFAULT_LABEL].iterrows():
+            # the test behind each `*`, so a reader sees how far from significance a row is
+            pct = {m: r[f"{m}_vs_default_pct"] for m in ablation.METRICS}
+            if any(v is None or v != v for v in pct.values()):
+                continue  # no default runs on this dataset: nothing to compare with
+            say(f"  {r['label']} vs {ablation.DEFAULT_LABEL} on {r['dataset']}: " + ", ".join(
+                f"{m} {pct[m]:+.1f}% (Welch p {p_text(r[f'{m}_p'])})"
+                for m in ablation.METRICS))
         save_csv(df, rdir / "table3_ablation.csv", output, key=["dataset", "label"])
 
     @app.command()
