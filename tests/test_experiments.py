@@ -398,6 +398,38 @@ def test_profile_cell_budget_times_fewer_batches_and_still_scales(tiny: Path) ->
     assert whole["timed_batches"] == whole["n_batches"]
 
 
+def test_profile_cell_trains_the_objective_and_loss_it_names(tiny: Path, monkeypatch) -> None:
+    """A cell with objective `all` and loss=sampled times exactly that: per-position targets
+    and the sampled softmax (the cell's batches and loss are the trainer's)."""
+    from matrrec_cli.experiments import profile
+    from matrrec_cli.models.base import SequentialRecommender
+
+    seen: dict[str, list] = {"targets": [], "sampled": []}
+    make_batch, calculate_loss = profile.make_batch, SequentialRecommender.calculate_loss
+
+    def spy_batch(*args, **kwargs):
+        batch = make_batch(*args, **kwargs)
+        seen["targets"].append(batch.targets is not None)
+        return batch
+
+    def spy_loss(self, batch):
+        seen["sampled"].append(getattr(self, "sampled_softmax", None) is not None)
+        return calculate_loss(self, batch)
+
+    monkeypatch.setattr(profile, "make_batch", spy_batch)
+    monkeypatch.setattr(SequentialRecommender, "calculate_loss", spy_loss)
+    cell = {"dataset": "cyc", "model": "sasrec", "device": "cpu", "data_dir": str(tiny),
+            "sets": ["batch_size=8", "hidden_size=8", "loss=sampled", "negatives=4"],
+            "preset": None, "max_len": 5, "synthetic": True, "max_batches": 2, "warmup": 1,
+            "repeats": 1, "objective": "all"}
+    row = profile.measure(cell)
+    assert row["objective"] == "all"
+    assert seen["targets"]
+    assert all(seen["targets"])
+    assert seen["sampled"]
+    assert all(seen["sampled"])
+
+
 def test_profile_writes_tables_4_and_5(tiny: Path, tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert _run(["profile", "--dataset", "cyc", "--synthetic-like", "cyc", "--max-len", "5,10",

@@ -39,7 +39,7 @@ from matrrec_cli.train.config import DEFAULT, RunOptions
 from matrrec_cli.train.device import resolve_device
 from matrrec_cli.train.evaluate import evaluate_split, fit_known
 from matrrec_cli.train.samples import epoch_batches, make_batch, trimmed_width
-from matrrec_cli.train.trainer import make_optimizer, train_step
+from matrrec_cli.train.trainer import make_optimizer, train_step, use_loss
 
 # The timed part of a cell with a --max-batches count, in seconds: a catalog so large that the
 # count's batches would take longer times fewer of them, so every cell finishes in minutes
@@ -70,6 +70,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.seed)
     model = pipeline.model_builder(cfg, data.seqs.n_items)().to(device)
     if model.trainable:
+        use_loss(model, cfg, data)  # --set loss=sampled, as training gives it
         opt = make_optimizer(model, cfg)
         n_batches = -(-len(data.train) // cfg.batch_size)
         timed = min(n_batches, cell["max_batches"] or n_batches)
@@ -94,6 +95,7 @@ def measure(cell: dict[str, Any]) -> dict[str, Any]:
                 model.to(device)
                 continue
             train_step(model, opt, make_batch(data, samples, split="train",
+                                              objective=cfg.objective,
                                               trim=cfg.bucket_by_length).to(device))
         _sync(device)
         return time.perf_counter() - t0
