@@ -23,10 +23,12 @@ Plans:
           256 uniform negatives) on electronics and 20m-500k, full loss on ml-1m-like, at the
           largest --threads; the goals are 8 GB (electronics) and 16 GB (20m-500k). On 20m-500k
           `all` trains batches of 64 rows (3,200 positions against 500k items; a batch of 2048
-          would take over an hour to time here); the scaled s/epoch covers the same rows. Then `matrrec profile --dataset NAME --model
-          matrrec` with its defaults, as a user types it: the whole command's wall (goal: at
-          most 5 minutes a cell)
+          would take over an hour to time here); the scaled s/epoch covers the same rows.
+          Then `matrrec profile --dataset NAME --model matrrec` with its defaults, as a user
+          types it: the whole command's wall (goal: at most 5 minutes a cell)
 
+  shapes  the memory plan's preparation and MaTrRec cells (both objectives, full loss) at each
+          --threads: every shape's stages at 1 and 2 threads
   datasets  MaTrRec with full and sampled loss on the prepared Musical and ml-100k (the settings
           of their 5-seed runs), whole epochs, median of 3
 
@@ -154,7 +156,8 @@ def growth(shape: tuple[int, int, int, int], data_dir: Path, threads: list[int],
 
 
 def memory(all_shapes: dict[str, tuple[int, int, int, int]], data_dir: Path, threads: int,
-           timed: int, rows: list[dict]) -> None:
+           timed: int, rows: list[dict], *, models: tuple[str, ...] = ("matrrec", "sasrec"),
+           full_only: bool = False, profile: bool = True) -> None:
     for shape_name in ("electronics", "ml-1m-like", "20m-500k"):
         shape = all_shapes[shape_name]
         max_len = shape[3]
@@ -163,8 +166,8 @@ def memory(all_shapes: dict[str, tuple[int, int, int, int]], data_dir: Path, thr
                 "max_len": max_len}
         rows.append({**base, **prep(name, shape, data_dir, threads)})
         print(rows[-1], flush=True)
-        losses = [[]] if shape_name == "ml-1m-like" else [[], SAMPLED]
-        for model in ("matrrec", "sasrec"):
+        losses = [[]] if shape_name == "ml-1m-like" or full_only else [[], SAMPLED]
+        for model in models:
             for objective in ("prefix", "all"):
                 for loss in losses:
                     sets = list(loss)
@@ -175,8 +178,9 @@ def memory(all_shapes: dict[str, tuple[int, int, int, int]], data_dir: Path, thr
                                                       max_len=max_len, timed=timed,
                                                       threads=threads)})
                     print(rows[-1], flush=True)
-        rows.append({**base, **profile_cli(name, data_dir, threads)})
-        print(rows[-1], flush=True)
+        if profile:
+            rows.append({**base, **profile_cli(name, data_dir, threads)})
+            print(rows[-1], flush=True)
         shutil.rmtree(data_dir / name, ignore_errors=True)
 
 
@@ -256,6 +260,10 @@ def main() -> None:
             growth(all_shapes["electronics"], data_dir, threads, args.timed, rows)
         if "memory" in plans:
             memory(all_shapes, data_dir, max(threads), args.timed, rows)
+        if "shapes" in plans:  # the memory plan's stages at these threads: MaTrRec, full loss
+            for t in threads:
+                memory(all_shapes, data_dir, t, args.timed, rows, models=("matrrec",),
+                       full_only=True, profile=False)
         if "datasets" in plans:
             real(args.data_dir, max(threads), rows)
     df = pd.DataFrame(rows)
