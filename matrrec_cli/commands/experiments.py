@@ -459,12 +459,12 @@ def _profile_tables(prof: Any, t4: list[dict], t5: list[dict], rdir: Path, *,
     import pandas as pd
     from rich.console import Console
 
-    from matrrec_cli.experiments.claims import PROFILE_KEY
+    from matrrec_cli.experiments.claims import PROFILE_KEY, PROFILE_TITLES
 
     console = Console(stderr=json_out)
     rows_out: list[dict] = []
-    for cells, title, csv in ((t4, "Table 4: MaTrRec by max length", "table4_max_len.csv"),
-                              (t5, "Table 5: model complexity", "table5_complexity.csv")):
+    for cells, csv in ((t4, "table4_max_len.csv"), (t5, "table5_complexity.csv")):
+        title = PROFILE_TITLES[csv]
         if not cells:
             continue
         rows = []

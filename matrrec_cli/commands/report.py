@@ -430,19 +430,17 @@ def profile(
 
     from matrrec_cli.commands.experiments import show_profile
     from matrrec_cli.errors import MatrrecError
-    from matrrec_cli.experiments.claims import PROFILE_CSVS, profile_table
+    from matrrec_cli.experiments.claims import PROFILE_TITLES, profile_table
     from matrrec_cli.paths import results_dir as results_path
 
     rdir = results_path(results_dir)
     console = Console(stderr=json_out)
-    titles = {"table4_max_len.csv": "Table 4: MaTrRec by max length",
-              "table5_complexity.csv": "Table 5: model complexity"}
     shown = []
-    for name in sorted(PROFILE_CSVS, key=lambda n: list(titles).index(n)):
+    for name, title in PROFILE_TITLES.items():
         df = profile_table(rdir, name, dataset)
         if df.empty:
             continue
-        show_profile(df, titles[name], markdown=markdown, json_out=json_out, console=console)
+        show_profile(df, title, markdown=markdown, json_out=json_out, console=console)
         shown.append(df)
     if not shown:
         raise MatrrecError(f"no profile rows{' of ' + ', '.join(dataset) if dataset else ''} in "

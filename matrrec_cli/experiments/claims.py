@@ -81,6 +81,8 @@ DROPOUT_SHORT, MAX_LEN_CLAIM, MAX_LEN_BEYOND = 0.4, 50, 70
 NO_MAX_LEN_CLAIM = ("ml-1m",)  # Figure 3 covers the four Amazon datasets only
 COST_VS_MAMBA, COST_VS_NEXTITNET = 1.5, 0.5
 PROFILE_CSVS = ("table5_complexity.csv", "table4_max_len.csv")
+PROFILE_TITLES = {"table4_max_len.csv": "Table 4: MaTrRec by max length",  # in print order
+                  "table5_complexity.csv": "Table 5: model complexity"}
 PROFILE_KEY = ("dataset", "synthetic", "model", "max_len")  # one profile cell: a row of them
 SEEDS = 5  # what the printed commands ask for
 SWEEPS = {"dropout": "0.1,0.2,0.3,0.4,0.5", "max_len": "10,20,30,40,50,70"}
@@ -537,10 +539,12 @@ def _read_profile(path: Path, purpose: str) -> pd.DataFrame | None:
     if not path.exists():
         return None
     try:
-        return pd.read_csv(path)
+        df = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         warn(f"{path} is unreadable ({exc}); left out of {purpose}")
         return None
+    need = {"dataset", "model", "max_len", "device", "train_s_per_epoch", "inference_s"}
+    return df if need <= set(df.columns) else None
 
 
 def profile_table(results_dir: Path, name: str, datasets: list[str] | None = None
@@ -560,22 +564,16 @@ def profile_table(results_dir: Path, name: str, datasets: list[str] | None = Non
 
 
 def profile_rows(results_dir: Path, dataset: str) -> pd.DataFrame:
-    # this machine's rows before the published ones: a cell profiled here again wins
-    frames = [f for f in (_read_profile(d / name, "claim 5")
-                          for d in (results_dir, published_dir(results_dir))
-                          for name in PROFILE_CSVS) if f is not None]
-    need = {"dataset", "model", "max_len", "device", "train_s_per_epoch", "inference_s"}
-    frames = [f for f in frames if need <= set(f.columns)]
+    """Both profile tables' rows of `dataset`, one per cell: a cell in both (MaTrRec at the
+    dataset's L) is Table 5's, measured beside the baselines it is compared with (PROFILE_CSVS
+    lists it first)."""
+    frames = [f for f in (profile_table(results_dir, name, [dataset]) for name in PROFILE_CSVS)
+              if not f.empty]
     if not frames:
-        return pd.DataFrame(columns=[*need, "synthetic"])
-    df = pd.concat(frames, ignore_index=True)
-    if "synthetic" not in df.columns:
-        df["synthetic"] = False
-    df["synthetic"] = df["synthetic"].astype(str).str.lower() == "true"
-    df = df[df["dataset"] == dataset]
-    # a cell in both tables (MaTrRec at the dataset's L): Table 5's, measured beside the
-    # baselines it is compared with (PROFILE_CSVS lists it first)
-    return df.drop_duplicates(["synthetic", "device", "max_len", "model"], keep="first")
+        return pd.DataFrame(columns=["dataset", "model", "max_len", "device",
+                                     "train_s_per_epoch", "inference_s", "synthetic"])
+    return pd.concat(frames, ignore_index=True).drop_duplicates(
+        ["synthetic", "device", "max_len", "model"], keep="first")
 
 
 def claim5(dataset: str, results_dir: Path) -> list[Row]:

@@ -320,7 +320,7 @@ def place_record(files: dict[str, bytes], final: Path) -> Path:
 
 def save(f: Fusion, results_dir: str | Path) -> Path:
     """Keep `f` as this machine's record (results/fusions/...), replacing an earlier one."""
-    model = f.model.split(" (")[0]
+    model = f.model.removesuffix(f" ({f.tag})")  # the column "model (tag)" of a recipe
     return place_record(record_files(f), record_dir(results_dir, f.dataset, model, f.count,
                                                     f.tag))
 
