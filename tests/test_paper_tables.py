@@ -235,6 +235,9 @@ def test_a_capped_run_made_after_five_seeds_changes_no_cell(tmp_path: Path) -> N
     runs = report.runs(tmp_path)
     smoke = runs[runs["run_dirs"].str.contains("smoke")]
     assert len(smoke) == 2
+    # named from the results directory, so the CSV is the same wherever the directory lies
+    assert set(smoke["run_dirs"]) == {"runs/musical/sasrec/20991231-000000-smoke",
+                                      "runs/musical/matrrec/20991231-000001-smoke"}
     assert not smoke["chosen"].any()
     assert smoke["why"].str.contains("capped by --epochs 2").all()
     # asked for: by flag, or by the run's tag

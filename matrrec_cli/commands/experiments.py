@@ -493,8 +493,12 @@ def show_profile(df: Any, title: str, *, markdown: bool = False, json_out: bool 
     `report profile` prints it again from the recorded rows."""
     from rich.table import Table
 
+    # CPU times depend on the thread count, so the title names it (rows of older records lack it)
+    threads = sorted({int(t) for t in df["threads"].dropna()}) if "threads" in df else []
+    per = f", {'/'.join(map(str, threads))} thread{'s' if threads != [1] else ''}" \
+        if threads else ""
     table = Table(title=f"{title} ({df['memory_kind'].iloc[0]}, median of "
-                        f"{df['repeats'].iloc[0]}, device {df['device'].iloc[0]})")
+                        f"{df['repeats'].iloc[0]}, device {df['device'].iloc[0]}{per})")
     for col in ("dataset", "model", "L", "memory GB", "train s/epoch", "inference s",
                 "timed batches"):
         table.add_column(col, justify="left" if col in ("dataset", "model") else "right")
@@ -504,6 +508,8 @@ def show_profile(df: Any, title: str, *, markdown: bool = False, json_out: bool 
                       _seconds(r["train_s_per_epoch"]), _seconds(r["inference_s"]),
                       f"{r['timed_batches']}/{r['n_batches']}")
     show(table, markdown=markdown, console=console)
+    if markdown and not json_out:
+        print()  # Markdown ends a table at a blank line, so the next title is not a row of it
     scaled = df[df["timed_batches"] < df["n_batches"]]
     if not scaled.empty:
         print(f"  train s/epoch and inference s of {len(scaled)} cell(s) are scaled from the "

@@ -322,6 +322,13 @@ def _epoch_seconds(run: Path) -> list[float]:
     return out
 
 
+def _relative(run: Path, root: Path) -> str:
+    try:
+        return Path(run).relative_to(root).as_posix()
+    except ValueError:  # a run outside the results directory keeps its full path
+        return str(run)
+
+
 def runs(results_dir: str | Path, datasets: list[str] | None = None,
          selection: Selection | None = None) -> pd.DataFrame:
     """Every candidate configuration of every Table 2 cell, one row each: whether the cell uses
@@ -354,7 +361,8 @@ def runs(results_dir: str | Path, datasets: list[str] | None = None,
                                   ("git", "git_revision"))},
             **{f"test_{k}": round(statistics.fmean(m["test"][k] for m in metrics), 4)
                for k in ("recall@10", "ndcg@10")},
-            "run_dirs": " ".join(str(r) for r, _, _ in members),
+            # relative to the results directory, so the CSV reads the same on every clone
+            "run_dirs": " ".join(_relative(r, Path(results_dir)) for r, _, _ in members),
         })
     if not rows:
         raise no_runs_error(results_dir, datasets, selection)
