@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,22 @@ def test_the_repository_documents_are_what_the_published_records_give(monkeypatc
     problems = doc.process(paths, REPO / "results" / "published", check=True, root=REPO,
                            say=lambda _: None)
     assert not problems, "\n".join(problems)
+
+
+def test_git_tracks_the_published_evidence_and_nothing_else_under_results() -> None:
+    """What a user's commands write under results/ (runs, tune's study, tables, figures,
+    fusions) never shows in `git status`; the published evidence does."""
+    git = shutil.which("git")
+    if git is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    own = ["results/runs/musical/sr/x/metrics.json", "results/tune.sqlite3", "results/grid.csv",
+           "results/fig2_dropout_musical_matrrec.png", "results/fusions/musical/a/fusion.json",
+           "results/mlruns/0/meta.yaml"]
+    published = ["results/published/runs/musical/sr/x/metrics.json",
+                 "results/published/table4_max_len.csv"]
+    proc = subprocess.run([git, "check-ignore", "--no-index", *own, *published], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    assert proc.stdout.split() == own
 
 
 def test_a_figure_block_checks_its_data_and_render_draws_the_png(

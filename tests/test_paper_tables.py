@@ -268,3 +268,39 @@ def test_a_later_equal_configuration_does_not_move_a_cell(tmp_path: Path) -> Non
     assert wide.loc["ndcg@10", "sasrec"] == 0.05
     rows = report.runs(tmp_path).set_index("chosen")
     assert "made first" in rows.loc[False, "why"]
+
+
+def _grid_run(root: Path, name: str, window: int, valid: float, test: float, *,
+              given: dict[str, str] | None = None, tag: str = "") -> None:
+    run = root / "runs" / "musical" / "sr" / name
+    run.mkdir(parents=True)
+    sources = {"model.window": "default" if window == 10 else "command line", **(given or {})}
+    cfg = {"dataset": "musical", "model": "sr", "seed": 2020, "preset": "paper",
+           "objective": "prefix", "max_len": 50, "epochs": 300, "sources": sources, "tag": tag,
+           "mask_history": "mask_history" in sources, "model_config": {"window": window}}
+    full = {"valid_full": dict.fromkeys(report.METRICS, valid),
+            "test_full": dict.fromkeys(report.METRICS, test)}
+    rounded = {k.removesuffix("_full"): {m: round(v, 4) for m, v in d.items()}
+               for k, d in full.items()}
+    (run / "config.json").write_text(json.dumps(cfg))
+    (run / "metrics.json").write_text(json.dumps({**rounded, **full, "stop_reason": "counted"}))
+
+
+def test_report_grid_marks_the_default_and_picks_on_unrounded_validation(tmp_path: Path) -> None:
+    _grid_run(tmp_path, "20260101-000001-a", 10, 0.0500, 0.0700)  # the default
+    _grid_run(tmp_path, "20260101-000002-b", 2, 0.05871, 0.0650)  # ties window 1 at 4 digits
+    _grid_run(tmp_path, "20260101-000003-c", 1, 0.05869, 0.0600)  # ... and loses unrounded
+    # not grid points: another departure beside the grid's key, a tagged recipe
+    _grid_run(tmp_path, "20260101-000004-d", 3, 0.0900, 0.0900, given={"mask_history": "--set"})
+    _grid_run(tmp_path, "20260101-000005-e", 5, 0.0900, 0.0900, tag="x")
+    df = report.grids(tmp_path, ["musical"])
+    assert df["setting"].tolist() == ["window 1", "window 2", "window 10"]  # the grid's order
+    assert df.set_index("setting")["default"].to_dict() == {
+        "window 1": False, "window 2": False, "window 10": True}
+    assert df.loc[df["picked"], "setting"].tolist() == ["window 2"]
+    assert df.loc[df["picked"], "test_ndcg@10"].tolist() == [0.065]
+    # an all-equal grid keeps the default: a tie never moves the choice off the protocol
+    tie = tmp_path / "tie"
+    for name, window in (("20260101-000001-a", 10), ("20260101-000002-b", 1)):
+        _grid_run(tie, name, window, 0.05, 0.05)
+    assert report.grids(tie)["picked"].tolist() == [False, True]  # window 1 row, window 10 row

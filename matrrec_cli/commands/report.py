@@ -380,6 +380,64 @@ def shuffle(
         save_csv(df, rdir / "shuffle.csv", output, key=["dataset"])
 
 
+@report_app.command("grid")
+def grid(
+    dataset: DatasetsOpt = None, results_dir: ResultsDirOpt = None,
+    model: Annotated[list[str] | None, typer.Option(
+        help="Only these count models (repeatable or a comma list) \\[default: every one with "
+             "a grid: sr, itemknn, sknn, vsknn, ease].")] = None,
+    output: OutputOpt = None, markdown: MarkdownOpt = False, json_out: JsonOpt = False,
+) -> None:
+    """The count models' grids from the records: every setting `matrrec tune --model M` tried.
+
+    One row per setting with valid and test metrics; the protocol's default marked, and the
+    setting validation picks (highest valid NDCG@10 at full precision, as tune chooses) in
+    bold. Under the table, per model, what the pick changes on test. Nothing is trained.
+    Writes results/grid.csv.
+
+    Example: matrrec report grid --dataset musical --model sr,ease
+    """
+    from rich.table import Table
+
+    from matrrec_cli.commands.experiments import cell_text
+    from matrrec_cli.experiments import table2 as report
+    from matrrec_cli.paths import results_dir as results_path
+
+    rdir = results_path(results_dir)
+    models = [m for given in model or [] for m in given.split(",") if m] or None
+    df = report.grids(rdir, dataset, models)
+    table = Table(title="The count models' grids (valid and test, mean over seeds; bold: the "
+                        "setting validation picks)")
+    for col in ("dataset", "model", "setting", "default", "valid ndcg@10", "test ndcg@10",
+                "test recall@10"):
+        table.add_column(col, justify="left" if col in ("dataset", "model", "setting") else "right")
+    for _, r in df.iterrows():
+        table.add_row(r["dataset"], r["model"], r["setting"], "yes" if r["default"] else "",
+                      *(cell_text(r[k], None, bold=bool(r["picked"]))
+                        for k in ("valid_ndcg@10", "test_ndcg@10", "test_recall@10")))
+    show(table, markdown=markdown, json_rows=df if json_out else None)
+    if not json_out:
+        from rich.console import Console
+
+        say = plain_printer(Console(), markdown=markdown, json_out=json_out)
+        if markdown:
+            print()  # the notes start after the table
+        for (ds, name), rows in df.groupby(["dataset", "model"], sort=False):
+            pick, default = rows[rows["picked"]].iloc[0], rows[rows["default"]]
+            if default.empty:
+                say(f"  {ds}/{name}: validation picks {pick['setting']}; the default setting "
+                    "has no run")
+            elif bool(default.iloc[0]["picked"]):
+                say(f"  {ds}/{name}: validation keeps the default ({pick['setting']})")
+            else:
+                was = float(default.iloc[0]["test_ndcg@10"])
+                change = f"{100 * (pick['test_ndcg@10'] - was) / was:+.1f}%" if was else "-"
+                say(f"  {ds}/{name}: validation picks {pick['setting']} over the default "
+                    f"{default.iloc[0]['setting']}: test NDCG@10 {was:.4f} -> "
+                    f"{pick['test_ndcg@10']:.4f} ({change})")
+    save_csv(df, rdir / "grid.csv", output, key=["dataset"])
+
+
 @report_app.command("runs")
 def runs(
     dataset: DatasetsOpt = None, results_dir: ResultsDirOpt = None, tag: TagOpt = None,

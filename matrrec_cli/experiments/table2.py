@@ -46,6 +46,7 @@ from matrrec_cli.train.runs import (
     is_published,
     read_json,
     stop_reason,
+    unrounded,
 )
 
 MODEL_ORDER = ("gru4rec", "narm", "sasrec", "nextitnet", "bert4rec", "sine", "core",
@@ -371,3 +372,49 @@ def runs(results_dir: str | Path, datasets: list[str] | None = None,
         ["dataset", "model", "chosen"],
         key=lambda s: s.map(order) if s.name == "model" else (~s if s.name == "chosen" else s),
         ignore_index=True)
+
+
+def grids(results_dir: str | Path, datasets: list[str] | None = None,
+          models: list[str] | None = None) -> pd.DataFrame:
+    """The count models' own grids (`grid` of each model class: sr's window, itemknn's neighbors,
+    ...) as the records have them: one row per setting with valid and test metrics (mean over
+    seeds), the protocol's default marked, and the setting validation picks (highest valid
+    NDCG@10; a tie goes to the one departing least, then to the grid's order). Configurations
+    that depart in anything but the grid's keys (a --set beside it, a tag) are not grid points."""
+    from matrrec_cli.models import get_model_class
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for cand in candidates(results_dir, datasets, models):
+        cfg, metrics = cand.members[0][1], cand.members[0][2]
+        if cand.name not in model_names() or Selection().admits(cfg, metrics) is not None:
+            continue
+        grid = getattr(get_model_class(cand.name), "grid", {})
+        if not grid or not {d.split(" ")[0] for d in cand.departures} <= set(grid):
+            continue
+        values = cfg.get("model_config", {})
+        # unrounded where recorded, so the pick is not decided by a 4-digit tie
+        mean = {f"{part}_{k}": statistics.fmean(unrounded(m, part, k) for _, _, m in cand.members)
+                for part, k in (("valid", "ndcg@10"), ("test", "ndcg@10"),
+                                ("test", "recall@10"))}
+        groups.setdefault((cand.dataset, cand.name), []).append({
+            "dataset": cand.dataset, "model": cand.name,
+            "setting": ", ".join(f"{k} {toml_text(values.get(k))}" for k in grid),
+            "default": not cand.departures, **{k: round(v, 4) for k, v in mean.items()},
+            "seeds": len(cand.members), "_valid": mean["valid_ndcg@10"],
+            "_order": (len(cand.departures), tuple(
+                grid[k].index(values.get(k)) if values.get(k) in grid[k] else len(grid[k])
+                for k in grid)),
+        })
+    if not groups:
+        raise MatrrecError(f"no runs of a count model's grid under {stores_text(results_dir)}; "
+                           "run matrrec tune --dataset D --model M (sr, itemknn, sknn, vsknn, "
+                           "ease) first")
+    rows = []
+    order = {m: i for i, m in enumerate(model_names())}
+    for key in sorted(groups, key=lambda k: (k[0], order[k[1]])):
+        points = groups[key]
+        picked = min(points, key=lambda p: (-p["_valid"], p["_order"]))
+        for p in sorted(points, key=lambda p: p["_order"][1]):
+            rows.append({k: v for k, v in p.items() if not k.startswith("_")}
+                        | {"picked": p is picked})
+    return pd.DataFrame(rows)

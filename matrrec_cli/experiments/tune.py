@@ -33,6 +33,7 @@ from matrrec_cli.experiments.runner import RunResult, RunSpec
 from matrrec_cli.models import get_model_class
 from matrrec_cli.train.config import OWN_FLAGS, RunOptions, TrainConfig
 from matrrec_cli.train.progress import Reporter
+from matrrec_cli.train.runs import unrounded
 
 SCORE = "ndcg@10"  # RecBole's valid_metric, the early-stopping metric too
 # The space searched when --space is not given (the old coordinate search's knobs), in order.
@@ -304,7 +305,7 @@ def objective(space: dict[str, Param], base: RunOptions,
             r.metrics["test"][SCORE] for r in results))  # shown, never used in a choice
         trial.set_user_attr("seeds", len(results))
         trial.set_user_attr("runs", [str(r.run_dir) for r in results])
-        return statistics.fmean(r.metrics["valid"][SCORE] for r in results)
+        return statistics.fmean(unrounded(r.metrics, "valid", SCORE) for r in results)
     return evaluate
 
 

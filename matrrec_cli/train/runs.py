@@ -169,6 +169,14 @@ def record_bytes(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
+def unrounded(metrics: dict[str, Any], split: str, key: str) -> float:
+    """A recorded metric at full precision (metrics.json's `<split>_full`; records that predate
+    it have only the 4-digit `<split>`): choices compare these, so a tie at the shown precision
+    is broken by the value, not by the order the runs were made in."""
+    full = metrics.get(f"{split}_full")
+    return float((full if isinstance(full, dict) and key in full else metrics[split])[key])
+
+
 def is_published(run: Path) -> bool:
     """Whether a run directory is part of the published evidence (<results>/published/runs/
     <dataset>/<model>/<run id>): never written to, never resumed."""
