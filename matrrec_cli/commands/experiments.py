@@ -223,8 +223,6 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=json_out)
         show(table, markdown=markdown, console=console, json_rows=df if json_out else None)
         say = plain_printer(console, markdown=markdown, json_out=json_out)
-        if markdown and not json_out:
-            print()  # the notes below the table, not a row of it
         for _, r in df[df["label"] != ablation.DEFAULT_LABEL].iterrows():
             # the test behind each `*`, so a reader sees how far from significance a row is
             pct = {m: r[f"{m}_vs_default_pct"] for m in ablation.METRICS}
@@ -508,8 +506,6 @@ def show_profile(df: Any, title: str, *, markdown: bool = False, json_out: bool 
                       _seconds(r["train_s_per_epoch"]), _seconds(r["inference_s"]),
                       f"{r['timed_batches']}/{r['n_batches']}")
     show(table, markdown=markdown, console=console)
-    if markdown and not json_out:
-        print()  # Markdown ends a table at a blank line, so the next title is not a row of it
     scaled = df[df["timed_batches"] < df["n_batches"]]
     if not scaled.empty:
         print(f"  train s/epoch and inference s of {len(scaled)} cell(s) are scaled from the "

@@ -103,8 +103,6 @@ def table2(
     console = Console(stderr=json_out)
     say = plain_printer(console, markdown=markdown, json_out=json_out)
     show(table, markdown=markdown, console=console, json_rows=wide if json_out else None)
-    if markdown and not json_out:
-        print()  # the notes below the table, not a row of it
     paper_cols = [c for c in wide.columns if c.endswith("_paper")]
     if wide[paper_cols].notna().any().any():
         say("  paper: the published value; † ours lies more than 2 std (over our seeds) from it")
@@ -324,7 +322,7 @@ def claims(
     if todo:
         lines = ["", "To make the missing runs:", *(f"  {c}" for c in todo)]
         if markdown and not json_out:
-            print("\n".join(["", "To make the missing runs:", "", "```sh", *todo, "```"]))
+            print("\n".join(["To make the missing runs:", "", "```sh", *todo, "```"]))
         else:
             console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
     save_csv(df, rdir / "claims.csv", output, key=["dataset"])
@@ -420,8 +418,6 @@ def grid(
         from rich.console import Console
 
         say = plain_printer(Console(), markdown=markdown, json_out=json_out)
-        if markdown:
-            print()  # the notes start after the table
         for (ds, name), rows in df.groupby(["dataset", "model"], sort=False):
             pick, default = rows[rows["picked"]].iloc[0], rows[rows["default"]]
             if default.empty:

@@ -144,7 +144,8 @@ def show(table: Table, *, markdown: bool = False, console: Console | None = None
         print_json(json_rows)
         console = Console(stderr=True)
     elif markdown:
-        print(to_markdown(table))
+        # a blank line ends the table: Markdown would read a following title or note as a row
+        print(to_markdown(table) + "\n")
         return
     console = console or Console()
     if not console.is_terminal and console.width < PIPE_WIDTH:

@@ -37,7 +37,12 @@ from matrrec_cli.data.prepared import load_interactions, load_meta, require_prep
 from matrrec_cli.data.split import MIN_ITEMS, build_sequences, known_positions
 from matrrec_cli.errors import MatrrecError, warn
 from matrrec_cli.experiments.significance import bh, ndcg10, test_ranks, wilcoxon_p
-from matrrec_cli.experiments.table2 import MODEL_ORDER, Members, Selection, chosen_runs
+from matrrec_cli.experiments.table2 import (
+    Members,
+    Selection,
+    chosen_runs,
+    model_order,
+)
 from matrrec_cli.io import atomic_path
 from matrrec_cli.paths import published_dir, stores_text
 
@@ -152,10 +157,6 @@ class PerUser:
         return codes.index[codes == i]
 
 
-def _order(model: str) -> int:
-    return MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER)
-
-
 def load(results_dir: str | Path, dataset: str, data_dir: str | Path | None = None,
          selection: Selection | None = None) -> PerUser:
     """Every chosen model's per-seed test ranks on the users they all share, and the buckets."""
@@ -174,8 +175,8 @@ def per_user(chosen: dict[tuple[str, str], Members], dataset: str,
     data_dir = Path(data_dir or next(iter(chosen.values()))[0][1]["data_dir"])
     feat = features(dataset, data_dir, results_dir)
     ranks: dict[str, pd.DataFrame] = {}
-    for (_, model), members in sorted(chosen.items(), key=lambda kv: (_order(kv[0][1]),
-                                                                      kv[0][1])):
+    order = model_order([model for _, model in chosen])  # Table 2's columns, in its order
+    for (_, model), members in sorted(chosen.items(), key=lambda kv: order.index(kv[0][1])):
         try:
             frame = pd.concat({cfg["seed"]: test_ranks(run) for run, cfg, _ in members}, axis=1)
         except MatrrecError as exc:  # one bad ranks file: leave this model out, keep the rest
