@@ -154,6 +154,18 @@ def test_docs_render_then_check_and_name_the_first_differing_line(
     assert err[-1].startswith("matrrec: error: ")
     assert f"README.md:5: block '{command}'" in err[-1]
     assert f"line {row + 1}:" in err[-1]
+    # the tables of a command no block names any more: reported by a whole check, removed
+    # by a whole render, the named block's tables kept
+    path.write_text(text)
+    stale = results / "published" / "tables" / "report-table2---dataset-gone"
+    stale.mkdir()
+    (stale / "table2_overall.csv").write_text("dataset\ngone\n")
+    assert _run(["docs", "--check", "--results-dir", str(results)]) == 1
+    assert "report-table2---dataset-gone" in capsys.readouterr().err
+    assert _run(["docs", "--results-dir", str(results)]) == 0
+    assert not stale.exists()
+    assert kept.exists()
+    assert _run(["docs", "--check", "--results-dir", str(results)]) == 0
 
 
 def test_docs_refuse_a_block_without_its_end(tmp_path: Path) -> None:
@@ -172,7 +184,7 @@ def test_the_repository_documents_are_what_the_published_records_give(monkeypatc
     assert any(doc.blocks(p) for p in paths), "no generated block in README.md or docs/"
     monkeypatch.chdir(REPO)
     problems = doc.process(paths, REPO / "results" / "published", check=True, root=REPO,
-                           say=lambda _: None)
+                           say=lambda _: None, every=True)
     assert not problems, "\n".join(problems)
 
 

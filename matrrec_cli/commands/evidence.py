@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
             if not f.is_file():
                 raise MatrrecError(f"{f}: no such document")
         problems = doc.process(files, published_dir(results_path(results_dir)), check=check,
-                               say=lambda line: print(line, file=sys.stderr))
+                               say=lambda line: print(line, file=sys.stderr), every=not paths)
         if problems:
             for line in problems[1:]:
                 print(f"matrrec: {line}", file=sys.stderr)

@@ -152,13 +152,17 @@ def first_difference(want: list[str], have: list[str]) -> str:
 
 
 def process(paths: list[Path], published: Path, *, check: bool,
-            root: Path | None = None, say=print) -> list[str]:
+            root: Path | None = None, say=print, every: bool = False) -> list[str]:
     """Render (or, with `check`, compare) every block of `paths`; the problems found, one line
-    each (rendering writes each changed document whole, atomically, and returns none)."""
+    each (rendering writes each changed document whole, atomically, and returns none). With
+    `every` (`paths` are all the documents) the kept table CSVs of a command no block names
+    any more are removed (render) or reported (check), so the evidence holds no stale table."""
     root = root or Path.cwd()
     problems = []
+    kept: set[Path] = set()
     for path in paths:
         found = blocks(path)
+        kept |= {tables_dir(published, b.command) for b in found}
         if not found:
             continue
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -191,6 +195,14 @@ def process(paths: list[Path], published: Path, *, check: bool,
         if not check and out != lines:
             with atomic_path(path) as tmp:
                 tmp.write_text("\n".join(out) + "\n", encoding="utf-8")
+    tables = published / "tables"
+    for stale in sorted(p for p in tables.iterdir() if p not in kept) \
+            if every and tables.is_dir() else []:
+        if check:
+            problems.append(f"{stale}: the tables of a command no block names; run matrrec "
+                            "docs to remove them")
+        else:
+            shutil.rmtree(stale)
     return problems
 
 
