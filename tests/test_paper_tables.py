@@ -304,3 +304,17 @@ def test_report_grid_marks_the_default_and_picks_on_unrounded_validation(tmp_pat
     for name, window in (("20260101-000001-a", 10), ("20260101-000002-b", 1)):
         _grid_run(tie, name, window, 0.05, 0.05)
     assert report.grids(tie)["picked"].tolist() == [False, True]  # window 1 row, window 10 row
+
+
+def test_a_set_of_the_value_the_model_has_anyway_departs_from_nothing(tmp_path: Path) -> None:
+    """tune's faithful trial passes the default explicitly (--set window=10): the run is the
+    default configuration, so it is Table 2's cell and the grid's default, whatever was made
+    first."""
+    _grid_run(tmp_path, "20260101-000001-a", 3, 0.05, 0.05)
+    _grid_run(tmp_path, "20260101-000002-b", 10, 0.04, 0.04,
+              given={"model.window": "command line --set"})
+    (chosen,) = [c for c in report.candidates(tmp_path, ["musical"]) if c.chosen]
+    assert chosen.departures == []
+    assert chosen.members[0][0].name == "20260101-000002-b"
+    assert report.grids(tmp_path).set_index("setting")["default"].to_dict() == {
+        "window 3": False, "window 10": True}

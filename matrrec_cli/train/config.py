@@ -341,6 +341,28 @@ def dataset_defaults(name: str, data_dir: str, *, prepared: bool = True) -> Any:
     return training_defaults(name, data_dir)
 
 
+def preset_overrides(model: str, preset: str, dropout: float | None
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model settings the preset sets, and those the dropout option sets (over the
+    preset's), before any --set: with the model's own defaults, the configuration nobody chose."""
+    from matrrec_cli.models import get_model_class
+
+    cls = get_model_class(model)
+    preset_values = (cls.paper_overrides(dropout=dropout if dropout is not None else 0.0)
+                     if preset == "paper" else {})
+    return preset_values, (cls.dropout_overrides(dropout) if dropout is not None else {})
+
+
+def baseline_model_config(model: str, preset: str, dropout: float | None) -> dict[str, Any]:
+    """The model's settings as the preset and the dropout option make them, without any --set
+    (what `_departures` compares a given value with: a --set of the value it already has
+    departs from nothing)."""
+    from matrrec_cli.models import make_config
+
+    preset_values, by_dropout = preset_overrides(model, preset, dropout)
+    return {**dataclasses.asdict(make_config(model)), **preset_values, **by_dropout}
+
+
 def resolve(opts: RunOptions, *, prepared: bool = True) -> TrainConfig:
     """Merge the built-in defaults, the dataset's defaults (looked up here), the preset and the
     given options into a TrainConfig that records where every value came from. `prepared=False`
@@ -374,14 +396,11 @@ def resolve(opts: RunOptions, *, prepared: bool = True) -> TrainConfig:
     if values["objective"] == "all" and not cls.supports_all_objective:
         raise UsageError(f"model {model!r} cannot train with --objective all; use prefix")
     model_defaults = dataclasses.asdict(make_config(model))
-    overrides: dict[str, Any] = {}
     model_src = dict.fromkeys(model_defaults, DEFAULT)
-    if values["preset"] == "paper":
-        for k, v in cls.paper_overrides(dropout=dropout if dropout is not None else 0.0).items():
-            overrides[k], model_src[k] = v, PRESET_PAPER
-    if dropout is not None:
-        for k, v in cls.dropout_overrides(dropout).items():
-            overrides[k], model_src[k] = v, sources["dropout"]
+    preset, by_dropout = preset_overrides(model, values["preset"], dropout)
+    overrides: dict[str, Any] = {**preset, **by_dropout}
+    model_src.update(dict.fromkeys(preset, PRESET_PAPER))
+    model_src.update(dict.fromkeys(by_dropout, sources["dropout"]))
     for key, raw in parse_sets(list(opts.sets)).items():
         given = opts.sources.get(key, f"{CLI} --set")
         where = given.removeprefix(CONFIG_FILE) if given.startswith(CONFIG_FILE) else None
