@@ -426,7 +426,8 @@ def grids(results_dir: str | Path, datasets: list[str] | None = None,
                            "ease) first")
     rows = []
     order = {m: i for i, m in enumerate(model_names())}
-    for key in sorted(groups, key=lambda k: (k[0], order[k[1]])):
+    datasets_in = _order([ds for ds, _ in groups], DATASET_ORDER)  # Table 2's dataset order
+    for key in sorted(groups, key=lambda k: (datasets_in.index(k[0]), order[k[1]])):
         points = groups[key]
         picked = min(points, key=lambda p: (-p["_valid"], p["_order"]))
         for p in sorted(points, key=lambda p: p["_order"][1]):
