@@ -121,11 +121,11 @@ def test_a_shuffled_run_evaluates_to_its_own_numbers(tiny: Path, tmp_path: Path)
 
 
 def _fake_run(results: Path, name: str, *, model: str, seed: int, shuffled: bool,
-              ndcg: float, ranks: list[int]) -> None:
+              ndcg: float, ranks: list[int], objective: str = "prefix") -> None:
     run = results / "runs" / "ds" / model / name
     run.mkdir(parents=True)
     cfg = {"dataset": "ds", "model": model, "seed": seed, "epochs": 300, "max_len": 50,
-           "dropout": 0.4, "objective": "prefix", "preset": "paper", "tag": "",
+           "dropout": 0.4, "objective": objective, "preset": "paper", "tag": "",
            "model_config": {}, "sources": {}, "data_dir": "data", "config_hash": name}
     if shuffled:
         cfg["shuffle_history"] = True
@@ -155,7 +155,11 @@ def test_report_shuffle_compares_each_model_with_its_ordered_runs(tmp_path: Path
                       shuffled=flag, ndcg=value, ranks=r)
     _fake_run(tmp_path, "20260109-000000-y", model="gru4rec", seed=2020, shuffled=False,
               ndcg=0.1, ranks=[1, 2])
+    # only shuffled runs of a departing configuration: the ordered side asked with its flags
+    _fake_run(tmp_path, "20260109-000001-z", model="markov", seed=2020, shuffled=True,
+              ndcg=0.1, ranks=[1, 2], objective="all")
     df, todo = shuffle_table(tmp_path, ["ds"])
+    assert "matrrec train --dataset ds --model markov --seeds 3 --objective all" in todo
     row = df.set_index("model").loc["sasrec"]
     assert row["ordered"] == pytest.approx(np.mean(ordered))
     assert row["shuffled_std"] == pytest.approx(np.std(shuffled, ddof=1))

@@ -17,6 +17,7 @@ from matrrec_cli.commands.tables import (
     p_text,
     plain_printer,
     print_json,
+    print_missing,
     save_csv,
     show,
 )
@@ -318,13 +319,7 @@ def claims(
         previous = r["claim"]
     console = Console(stderr=json_out)
     show(table, markdown=markdown, console=console, json_rows=df if json_out else None)
-    todo = cl.commands(df)
-    if todo:
-        lines = ["", "To make the missing runs:", *(f"  {c}" for c in todo)]
-        if markdown and not json_out:
-            print("\n".join(["To make the missing runs:", "", "```sh", *todo, "```"]))
-        else:
-            console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+    print_missing(cl.commands(df), console, markdown=markdown, json_out=json_out)
     save_csv(df, rdir / "claims.csv", output, key=["dataset"])
 
 
@@ -371,9 +366,7 @@ def shuffle(
             p_text(r["welch_p"]), p_text(r["wilcoxon_p"]), r["departures"] or "-")
     console = Console(stderr=json_out)
     show(table, markdown=markdown, console=console, json_rows=df if json_out else None)
-    if todo:
-        console.print("\n".join(["", "To make the missing runs:", *(f"  {c}" for c in todo)]),
-                      markup=False, highlight=False, soft_wrap=True)  # commands stay one line
+    print_missing(todo, console, markdown=markdown, json_out=json_out)
     if not df.empty:
         save_csv(df, rdir / "shuffle.csv", output, key=["dataset"])
 

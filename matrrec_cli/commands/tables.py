@@ -169,6 +169,19 @@ def plain_printer(console: Console, *, markdown: bool, json_out: bool) -> Any:
     return say
 
 
+def print_missing(todo: list[str], console: Console, *, markdown: bool, json_out: bool) -> None:
+    """The commands that make a table's missing runs, under it: a shell block beside Markdown
+    (so a rendered document shows them as commands), else plain lines, each one line whatever
+    the terminal width (so they can be copied)."""
+    if not todo:
+        return
+    if markdown and not json_out:
+        print("\n".join(["To make the missing runs:", "", "```sh", *todo, "```"]))
+    else:
+        console.print("\n".join(["", "To make the missing runs:", *(f"  {c}" for c in todo)]),
+                      markup=False, highlight=False, soft_wrap=True)
+
+
 def print_json(rows: Any) -> None:
     """A table's rows (a DataFrame or a list of dicts) as one JSON list on stdout."""
     rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows

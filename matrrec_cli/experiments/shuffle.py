@@ -39,9 +39,19 @@ def _per_user(runs: list[Path]) -> pd.Series:
     return pd.Series(ndcg10(ranks.to_numpy(dtype=float)).mean(axis=1), index=ranks.index)
 
 
-def command(dataset: str, model: str, *, shuffled: bool) -> str:
-    return (f"matrrec train --dataset {dataset} --model {model} --seeds {SEEDS}"
-            + (f" --set {KEY}=true" if shuffled else ""))
+_OPTIONS = {"objective": "--objective", "preset": "--preset", "max_len": "--max-len",
+            "dropout": "--dropout"}  # the departures (claims' spelling) that are own options
+
+
+def command(dataset: str, model: str, *, shuffled: bool, departures: list[str] = ()) -> str:
+    """The train command of one side of a family, with the family's own departures, so the
+    run it makes pairs with the runs already there."""
+    flags = []
+    for d in departures:
+        key, _, value = d.partition("=") if "=" in d else d.partition(" ")
+        flags.append(f"{_OPTIONS[key]} {value}" if key in _OPTIONS else f"--set {key}={value}")
+    return " ".join([f"matrrec train --dataset {dataset} --model {model} --seeds {SEEDS}",
+                     *flags, *([f"--set {KEY}=true"] if shuffled else [])])
 
 
 def shuffle_table(results_dir: str | Path, datasets: list[str] | None = None,
@@ -64,9 +74,10 @@ def shuffle_table(results_dir: str | Path, datasets: list[str] | None = None,
             mine = [x for x in runs if x[1]["dataset"] == ds and x[1]["model"] == model]
             fams = families(mine, _VARY)
             both = [f for f in fams if True in f.points and False in f.points]
-            if not both:
-                have = {v for f in fams for v in f.points}
-                todo += [command(ds, model, shuffled=s) for s in (False, True) if s not in have]
+            if not both:  # the other side of the family closest to the protocol, or both
+                have, departures = (fams[0].points, fams[0].departures) if fams else ({}, [])
+                todo += [command(ds, model, shuffled=s, departures=departures)
+                         for s in (False, True) if s not in have]
                 continue
             fam = both[0]
             ordered, shuffled = fam.points[False], fam.points[True]
