@@ -57,3 +57,31 @@ def test_the_command_prints_the_plan_and_what_to_profile(tmp_path: Path, capsys)
     assert run_cli(["profile", "--plan", "table9", "--dataset", "electronics",
                     "--results-dir", str(tmp_path)]) == 2
     assert "--plan must be one of" in capsys.readouterr().err
+
+
+def test_table3_and_figures_count_only_the_runs_left(tiny: Path, tmp_path: Path) -> None:
+    """What `ablate --all` and the two `sweep`s would reuse is not planned again: each finished
+    (configuration, seed) once, the figures' shared default point once."""
+    import json
+
+    from matrrec_cli.commands.tables import run_options
+    from matrrec_cli.experiments.runner import resolve_spec
+
+    base = run_options("cyc", model="matrrec", data_dir=str(tiny), results_dir=str(tmp_path),
+                       sets=["skip_padding=true"])
+    assert pl.to_run("table3", base) == (pl.ABLATIONS * pl.SEEDS,) * 2
+    assert pl.to_run("figures", base) == (pl.FIGURE_POINTS * pl.SEEDS,) * 2
+    # the default configuration (cyc's own dropout is 0.1: the dropout sweep's point 0.1 and
+    # Table 3's first row) finished at seed 2020, as train leaves it; at 2021 not finished
+    default = next(s for s in pl._specs("figures", base) if s.label == "0.1")
+    for seed, finished in ((2020, True), (2021, False)):
+        cfg = resolve_spec(default, seed=seed, prepared=False)
+        run = tmp_path / "runs" / "cyc" / "matrrec" / f"2026010{seed % 10}-000000-x"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+        if finished:
+            (run / "metrics.json").write_text("{}")
+    left = (pl.FIGURE_POINTS * pl.SEEDS - 1, pl.FIGURE_POINTS * pl.SEEDS)
+    assert pl.to_run("figures", base) == left
+    assert pl.plan(tmp_path, "cyc", "figures", base)[0].runs == left[0]
+    assert pl.to_run("table3", base) == (pl.ABLATIONS * pl.SEEDS - 1, pl.ABLATIONS * pl.SEEDS)

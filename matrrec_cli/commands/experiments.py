@@ -357,8 +357,13 @@ def register(app: typer.Typer) -> None:
                 raise UsageError("--plan needs one --dataset (or --synthetic-like) NAME")
             if workers < 1:
                 raise UsageError(f"--workers must be at least 1, not {workers}")
+            # on a real dataset, the options the experiment will get (--set, --preset,
+            # --config) say which finished runs it would reuse, so the plan counts what is left
+            base = run_options(names[0], model="matrrec", data_dir=data_dir,
+                               results_dir=results_dir, sets=set_, config=config,
+                               preset=preset) if dataset else None
             _plan(plan, names[0], resolve_dirs(data_dir, results_dir)[1], workers,
-                  markdown=markdown)
+                  markdown=markdown, base=base)
             return
 
         if config is not None:  # a run file's dataset, preset and settings; flags override it
@@ -396,14 +401,17 @@ def register(app: typer.Typer) -> None:
         _profile_tables(prof, t4, t5, rdir, markdown=markdown, json_out=json_out, executor=ex)
 
 
-def _plan(what: str, dataset: str, rdir: Path, workers: int, *, markdown: bool) -> None:
+def _plan(what: str, dataset: str, rdir: Path, workers: int, *, markdown: bool,
+          base: Any = None) -> None:
     """`profile --plan`: the plan's lines as a table, then its wall per device and workers."""
     from rich.table import Table
 
     from matrrec_cli.experiments import plan as pl
 
-    lines = pl.plan(rdir, dataset, what)
-    table = Table(title=f"{pl.PLANS[what]} on {dataset}: what it would cost")
+    lines = pl.plan(rdir, dataset, what, base)
+    left = "" if base is None or what == "table2" else \
+        " ({} of its {} runs left to train)".format(*pl.to_run(what, base))
+    table = Table(title=f"{pl.PLANS[what]} on {dataset}{left}: what it would cost")
     for col in ("model", "runs", "epochs/run", "device", "train s/epoch", "inference s",
                 "memory GB", "run-hours", "epochs from"):
         table.add_column(col, justify="left" if col in ("model", "device", "epochs from")

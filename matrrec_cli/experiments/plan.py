@@ -2,8 +2,9 @@
 
 cost of a model's runs = runs x epochs per run x seconds per epoch (+ evaluation per epoch)
 
-* runs: what the experiment trains (PLANS); for Table 2 less the seeds already finished
-  (either store);
+* runs: what the experiment trains (PLANS), less the runs already finished (either store):
+  for Table 2 the seeds of each model; for Table 3 and the figures, given the options the
+  command will get (`--set ...`), exactly the runs `ablate --all` / `sweep` would reuse;
 * epochs per run: the mean epochs of this model's finished, early-stopped runs on the dataset
   (else on any dataset, else the protocol's patience plus one, the least a run can take);
 * seconds per epoch and inference seconds: matrrec profile's rows for the dataset (real or
@@ -22,14 +23,18 @@ import statistics
 from pathlib import Path
 
 from matrrec_cli.errors import UsageError
+from matrrec_cli.experiments import ablation, sweep
 from matrrec_cli.experiments.claims import profile_rows
+from matrrec_cli.experiments.runner import RunSpec, parse_seeds, resolve_spec
 from matrrec_cli.experiments.table2 import MODEL_ORDER
-from matrrec_cli.train.config import TRAINER_DEFAULTS
-from matrrec_cli.train.runs import EARLY, finished_runs, stop_reason
+from matrrec_cli.train.config import TRAINER_DEFAULTS, RunOptions
+from matrrec_cli.train.runs import EARLY, find_finished, finished_runs, stop_reason
 
 SEEDS = 5
 ABLATIONS = 7  # Table 3's rows: the default and six variants
-FIGURE_POINTS = 5 + 6 - 1  # dropout 0.1..0.5 and L 10..70, the default point shared
+FIGURE_VALUES = {"dropout": [0.1, 0.2, 0.3, 0.4, 0.5],  # Figures 2 and 3 (the paper's axes)
+                 "max_len": [10, 20, 30, 40, 50, 70]}
+FIGURE_POINTS = 5 + 6 - 1  # the default point is on both axes
 PLANS = {
     "table2": "every neural model of Table 2, 5 seeds",
     "table3": "MaTrRec's default and six ablations, 5 seeds",
@@ -67,6 +72,28 @@ def runs_of(plan: str) -> dict[str, int]:
     raise UsageError(f"--plan must be one of {', '.join(PLANS)}, not {plan!r}")
 
 
+def _specs(what: str, base: RunOptions) -> list[RunSpec]:
+    """The MaTrRec specs `ablate --all` (table3) or the two `sweep`s (figures) build from `base`."""
+    if what == "table3":
+        every = ablation.variants(remove=[], add=[], heads=[], layers=[], all_=True)
+        return ablation.specs([base.dataset], every, base)
+    base = base.given_by("plan", model="matrrec")
+    return [spec for param, values in FIGURE_VALUES.items()
+            for spec in sweep.specs(sweep.canonical(param), values, [base.dataset], base)]
+
+
+def to_run(what: str, base: RunOptions) -> tuple[int, int]:
+    """(runs the plan still has to train, runs it asks for) for table3 or figures: each
+    configuration and seed once (the default point of both figures is one run per seed), less
+    those with a finished run in either store, found as the experiment command finds them."""
+    configs = {}
+    for spec in _specs(what, base):
+        for seed in parse_seeds(str(SEEDS)).values:
+            cfg = resolve_spec(spec, seed=seed, prepared=False)
+            configs.setdefault(cfg.config_hash(), cfg)
+    return sum(find_finished(c) is None for c in configs.values()), len(configs)
+
+
 def _epochs(results_dir: Path, dataset: str) -> dict[str, tuple[float, str]]:
     """Model -> (mean epochs of its early-stopped runs, where that comes from)."""
     here: dict[str, list[int]] = {}
@@ -83,11 +110,15 @@ def _epochs(results_dir: Path, dataset: str) -> dict[str, tuple[float, str]]:
     return out
 
 
-def plan(results_dir: str | Path, dataset: str, what: str) -> list[Line]:
+def plan(results_dir: str | Path, dataset: str, what: str,
+         base: RunOptions | None = None) -> list[Line]:
     """One line per (model, device profiled) of the plan; a model never profiled on this
-    dataset gets one line without costs."""
+    dataset gets one line without costs. With `base` (the options the experiment command will
+    be given, on `dataset`) Table 3 and the figures count only the runs still to train."""
     rdir = Path(results_dir)
     want = runs_of(what)
+    if base is not None and what != "table2":
+        want = {"matrrec": to_run(what, base)[0]}
     done: dict[str, set[int]] = {}
     for _, cfg, _ in finished_runs(rdir):
         if cfg["dataset"] == dataset and not cfg.get("tag"):
