@@ -319,7 +319,7 @@ def register(app: typer.Typer) -> None:
             help="Time this many batches (and as many evaluation batches) and scale to the "
                  "epoch, fewer where they would take over 2 minutes a cell; or 'all' for the "
                  "whole epoch \\[default: 10, so a cell of any dataset size finishes in "
-                 "minutes].")] = "10",
+                 "minutes].", show_default=False)] = "10",
         preset: Annotated[Preset | None, typer.Option(
             help="paper or recbole \\[default: paper].")] = None,
         set_: SetOpt = None, config: ConfigOpt = None,
