@@ -421,9 +421,10 @@ def grids(results_dir: str | Path, datasets: list[str] | None = None,
                 for k in grid)),
         })
     if not groups:
+        with_grid = [m for m in model_names() if getattr(get_model_class(m), "grid", {})]
         raise MatrrecError(f"no runs of a count model's grid under {stores_text(results_dir)}; "
-                           "run matrrec tune --dataset D --model M (sr, itemknn, sknn, vsknn, "
-                           "ease) first")
+                           f"run matrrec tune --dataset D --model M (M one of "
+                           f"{', '.join(with_grid)}) first")
     rows = []
     order = {m: i for i, m in enumerate(model_names())}
     datasets_in = _order([ds for ds, _ in groups], DATASET_ORDER)  # Table 2's dataset order
