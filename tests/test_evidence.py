@@ -214,7 +214,7 @@ def test_a_figure_block_checks_its_data_and_render_draws_the_png(
     shutil.copytree(own_runs, results)
     pub.publish(results, include_capped=True)
     shutil.rmtree(results / "runs")
-    command = ("matrrec sweep dropout 0.1 --dataset cyc --seeds 2 --epochs 2 --device cpu "
+    command = ("matrrec sweep dropout 0.1,0.3 --dataset cyc --seeds 2 --epochs 2 --device cpu "
                f"--data-dir {tiny} {' '.join(SMALL)} --finished-only --markdown ; "
                "figure figs/fig2.png")
     path = _document(tmp_path, command)
@@ -222,7 +222,8 @@ def test_a_figure_block_checks_its_data_and_render_draws_the_png(
     assert _run(["docs", "--results-dir", str(results), str(path)]) == 0
     assert (tmp_path / "figs" / "fig2.png").read_bytes()[:4] == b"\x89PNG"
     body = doc.blocks(path)[0].body
-    assert any(line.startswith("| cyc | 0.1 |") for line in body), body
+    assert any(line.startswith("| cyc | 0.1 |") and line.endswith("| 2 |") for line in body), body
+    assert "| cyc | 0.3 | - | - | - | 0 |" in body  # a point not run yet: shown, with 0 seeds
     assert not list((results / "published").glob("*.png"))  # nothing written into the store
     assert _run(["docs", "--check", "--results-dir", str(results), str(path)]) == 0
     (tmp_path / "figs" / "fig2.png").unlink()

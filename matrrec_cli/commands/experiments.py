@@ -292,13 +292,19 @@ def register(app: typer.Typer) -> None:
                        note=sweep_mod.setting_note(param, results))
         print(f"written {png}", file=sys.stderr)
         table = Table(title=f"{model}: {param} sweep (test, mean ± std over seeds)")
-        for col in ("dataset", param, *sweep_mod.METRICS, "epochs"):
+        for col in ("dataset", param, *sweep_mod.METRICS, "epochs", "seeds"):
             table.add_column(col, justify="left" if col == "dataset" else "right")
-        for _, r in df.iterrows():
-            best = df[df["dataset"] == r["dataset"]]["ndcg@10"].max()
-            table.add_row(r["dataset"], str(r[param]),
-                          *(cell_text(r[m], r[f"{m}_std"], bold=(m == "ndcg@10" and r[m] == best))
-                            for m in sweep_mod.METRICS), str(r["epochs"]))
+        rows = {(r["dataset"], r[param]): r for _, r in df.iterrows()}
+        for ds in datasets:
+            for v in vals:  # every point asked for: one without finished runs shows 0 seeds
+                r = rows.get((ds, v))
+                if r is None:
+                    table.add_row(ds, str(v), *("-" for _ in sweep_mod.METRICS), "-", "0")
+                    continue
+                best = df[df["dataset"] == ds]["ndcg@10"].max()
+                table.add_row(ds, str(v), *(
+                    cell_text(r[m], r[f"{m}_std"], bold=(m == "ndcg@10" and r[m] == best))
+                    for m in sweep_mod.METRICS), str(r["epochs"]), str(r["n_seeds"]))
         show(table, markdown=markdown, json_rows=df if json_out else None)
 
     @app.command()
