@@ -65,7 +65,7 @@ from matrrec_cli.experiments import significance as sig
 from matrrec_cli.experiments.ablation import DEFAULT_LABEL, welch_p
 from matrrec_cli.experiments.table2 import MODEL_ORDER, SPEED_KEYS, Selection, chosen_runs
 from matrrec_cli.paths import published_dir, stores_text
-from matrrec_cli.train.config import DEFAULT, NEUTRAL, NON_SEMANTIC, comparable
+from matrrec_cli.train.config import DEFAULT, NEUTRAL, NON_SEMANTIC, comparable, given_differs
 from matrrec_cli.train.runs import finished_runs
 
 OURS = "matrrec"
@@ -377,7 +377,7 @@ def _departures(cfg: dict[str, Any], ignore: tuple[str, ...]) -> list[str]:
     for key, src in sorted((cfg.get("sources") or {}).items()):
         name = key.removeprefix("model.")
         if key in _SKIP_SOURCES or key in ignore or src in (DEFAULT, "preset paper") or (
-                key.startswith("model.") and name in skip_model):
+                key.startswith("model.") and name in skip_model) or not given_differs(cfg, key):
             continue
         out.append(f"{name}={model_cfg.get(name, cfg.get(name))}")
     return out

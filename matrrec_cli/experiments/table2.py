@@ -34,9 +34,8 @@ from matrrec_cli.train.config import (
     NEUTRAL,
     NON_SEMANTIC,
     SETTABLE,
-    TRAINER_DEFAULTS,
-    baseline_model_config,
     comparable,
+    given_differs,
     is_given,
     toml_text,
 )
@@ -177,19 +176,15 @@ def _departures(members: Members) -> list[str]:
     src = cfg.get("sources", {})
     out = []
     model_cfg = cfg.get("model_config", {})
-    baseline = _baseline(cfg) if any(k.startswith("model.") and is_given(v)
-                                     for k, v in src.items()) else {}
     for k, v in src.items():  # values someone chose: --set, a run file, a variant, a candidate
         key = k.removeprefix("model.")
-        if not is_given(v):
+        if not is_given(v) or not given_differs(cfg, k):
             continue
         if k.startswith("model."):
-            # the model's dropouts set by the dropout option are judged by value, below; a
-            # value given that the model has anyway (tune's faithful trial) departs from nothing
-            if key not in SPEED_KEYS and not ("dropout" in key and v == src.get("dropout")) \
-                    and (key not in baseline or model_cfg.get(key) != baseline[key]):
+            # the model's dropouts set by the dropout option are judged by value, below
+            if key not in SPEED_KEYS and not ("dropout" in key and v == src.get("dropout")):
                 out.append(f"{key} {toml_text(model_cfg.get(key))}")
-        elif k in SETTABLE and k not in NEUTRAL and cfg.get(k) != TRAINER_DEFAULTS.get(k):
+        elif k in SETTABLE and k not in NEUTRAL:
             out.append(f"{k} {toml_text(cfg.get(k))}")
     own = training_defaults(cfg["dataset"], cfg.get("data_dir"))
     if is_given(src.get("max_len")) and cfg.get("max_len") != own.max_len:
@@ -199,14 +194,6 @@ def _departures(members: Members) -> list[str]:
     if cfg.get("objective", "prefix") != "prefix":
         out.append(f"objective {cfg.get('objective')}")
     return out
-
-
-def _baseline(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The run's model settings before any --set ({} for a model no longer registered)."""
-    try:
-        return baseline_model_config(cfg["model"], cfg.get("preset", "paper"), cfg.get("dropout"))
-    except MatrrecError:
-        return {}
 
 
 def no_runs_error(results_dir: str | Path, datasets: list[str] | None,

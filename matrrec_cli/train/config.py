@@ -16,6 +16,7 @@ number) names the configuration for `--resume` and for grouping seeds in reports
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from matrrec_cli.errors import UsageError
+from matrrec_cli.errors import MatrrecError, UsageError
 from matrrec_cli.paths import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
 
 DEFAULT = "default"
@@ -353,14 +354,33 @@ def preset_overrides(model: str, preset: str, dropout: float | None
     return preset_values, (cls.dropout_overrides(dropout) if dropout is not None else {})
 
 
-def baseline_model_config(model: str, preset: str, dropout: float | None) -> dict[str, Any]:
-    """The model's settings as the preset and the dropout option make them, without any --set
-    (what `_departures` compares a given value with: a --set of the value it already has
-    departs from nothing)."""
+@functools.lru_cache(maxsize=256)
+def _baseline(model: str, preset: str, dropout: float | None) -> tuple[tuple[str, Any], ...]:
     from matrrec_cli.models import make_config
 
     preset_values, by_dropout = preset_overrides(model, preset, dropout)
-    return {**dataclasses.asdict(make_config(model)), **preset_values, **by_dropout}
+    return tuple({**dataclasses.asdict(make_config(model)), **preset_values,
+                  **by_dropout}.items())
+
+
+def baseline_model_config(model: str, preset: str, dropout: float | None) -> dict[str, Any]:
+    """The model's settings as the preset and the dropout option make them, without any --set."""
+    return dict(_baseline(model, preset, dropout))
+
+
+def given_differs(cfg: dict[str, Any], key: str) -> bool:
+    """Whether a recorded run's `key` (a trainer key, or `model.<key>`) has another value than
+    the run would have had without any --set: a --set of the value it has anyway (tune's
+    faithful trial passes every default explicitly) departs from nothing. Both accounts of how
+    a run departs from the protocol (Table 2's cells, the claims' families) ask this."""
+    if not key.startswith("model."):
+        return cfg.get(key) != TRAINER_DEFAULTS.get(key)
+    name = key.removeprefix("model.")
+    try:
+        base = baseline_model_config(cfg["model"], cfg.get("preset", "paper"), cfg.get("dropout"))
+    except MatrrecError:  # a model no longer registered: every given value counts
+        return True
+    return name not in base or (cfg.get("model_config") or {}).get(name) != base[name]
 
 
 def resolve(opts: RunOptions, *, prepared: bool = True) -> TrainConfig:
