@@ -83,5 +83,5 @@ def test_table3_and_figures_count_only_the_runs_left(tiny: Path, tmp_path: Path)
             (run / "metrics.json").write_text("{}")
     left = (pl.FIGURE_POINTS * pl.SEEDS - 1, pl.FIGURE_POINTS * pl.SEEDS)
     assert pl.to_run("figures", base) == left
-    assert pl.plan(tmp_path, "cyc", "figures", base)[0].runs == left[0]
+    assert pl.plan(tmp_path, "cyc", "figures", left=left[0])[0].runs == left[0]
     assert pl.to_run("table3", base) == (pl.ABLATIONS * pl.SEEDS - 1, pl.ABLATIONS * pl.SEEDS)

@@ -296,12 +296,12 @@ def register(app: typer.Typer) -> None:
             table.add_column(col, justify="left" if col == "dataset" else "right")
         rows = {(r["dataset"], r[param]): r for _, r in df.iterrows()}
         for ds in datasets:
+            best = df[df["dataset"] == ds]["ndcg@10"].max()
             for v in vals:  # every point asked for: one without finished runs shows 0 seeds
                 r = rows.get((ds, v))
                 if r is None:
                     table.add_row(ds, str(v), *("-" for _ in sweep_mod.METRICS), "-", "0")
                     continue
-                best = df[df["dataset"] == ds]["ndcg@10"].max()
                 table.add_row(ds, str(v), *(
                     cell_text(r[m], r[f"{m}_std"], bold=(m == "ndcg@10" and r[m] == best))
                     for m in sweep_mod.METRICS), str(r["epochs"]), str(r["n_seeds"]))
@@ -414,9 +414,9 @@ def _plan(what: str, dataset: str, rdir: Path, workers: int, *, markdown: bool,
 
     from matrrec_cli.experiments import plan as pl
 
-    lines = pl.plan(rdir, dataset, what, base)
-    left = "" if base is None or what == "table2" else \
-        " ({} of its {} runs left to train)".format(*pl.to_run(what, base))
+    counts = None if base is None or what == "table2" else pl.to_run(what, base)
+    lines = pl.plan(rdir, dataset, what, left=None if counts is None else counts[0])
+    left = "" if counts is None else " ({} of its {} runs left to train)".format(*counts)
     table = Table(title=f"{pl.PLANS[what]} on {dataset}{left}: what it would cost")
     for col in ("model", "runs", "epochs/run", "device", "train s/epoch", "inference s",
                 "memory GB", "run-hours", "epochs from"):

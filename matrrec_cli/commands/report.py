@@ -376,7 +376,7 @@ def grid(
     dataset: DatasetsOpt = None, results_dir: ResultsDirOpt = None,
     model: Annotated[list[str] | None, typer.Option(
         help="Only these count models (repeatable or a comma list) \\[default: every one with "
-             "a grid: sr, itemknn, sknn, vsknn, ease].")] = None,
+             "a grid; matrrec models lists them].")] = None,
     output: OutputOpt = None, markdown: MarkdownOpt = False, json_out: JsonOpt = False,
 ) -> None:
     """The count models' grids from the records: every setting `matrrec tune --model M` tried.

@@ -196,13 +196,13 @@ def process(paths: list[Path], published: Path, *, check: bool,
             with atomic_path(path) as tmp:
                 tmp.write_text("\n".join(out) + "\n", encoding="utf-8")
     tables = published / "tables"
-    for stale in sorted(p for p in tables.iterdir() if p not in kept) \
-            if every and tables.is_dir() else []:
-        if check:
-            problems.append(f"{stale}: the tables of a command no block names; run matrrec "
-                            "docs to remove them")
-        else:
-            shutil.rmtree(stale)
+    if every and tables.is_dir():
+        for stale in sorted(p for p in tables.iterdir() if p not in kept):
+            if check:
+                problems.append(f"{stale}: the tables of a command no block names; run "
+                                "matrrec docs to remove them")
+            else:
+                shutil.rmtree(stale)
     return problems
 
 

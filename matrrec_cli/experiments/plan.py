@@ -110,15 +110,15 @@ def _epochs(results_dir: Path, dataset: str) -> dict[str, tuple[float, str]]:
     return out
 
 
-def plan(results_dir: str | Path, dataset: str, what: str,
-         base: RunOptions | None = None) -> list[Line]:
+def plan(results_dir: str | Path, dataset: str, what: str, *,
+         left: int | None = None) -> list[Line]:
     """One line per (model, device profiled) of the plan; a model never profiled on this
-    dataset gets one line without costs. With `base` (the options the experiment command will
-    be given, on `dataset`) Table 3 and the figures count only the runs still to train."""
+    dataset gets one line without costs. `left`: the runs Table 3 or the figures still have to
+    train (`to_run`), instead of all of them."""
     rdir = Path(results_dir)
     want = runs_of(what)
-    if base is not None and what != "table2":
-        want = {"matrrec": to_run(what, base)[0]}
+    if left is not None and what != "table2":
+        want = {"matrrec": left}
     done: dict[str, set[int]] = {}
     for _, cfg, _ in finished_runs(rdir):
         if cfg["dataset"] == dataset and not cfg.get("tag"):

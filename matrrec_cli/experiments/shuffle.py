@@ -24,6 +24,7 @@ from matrrec_cli.experiments.runner import mean_std
 from matrrec_cli.experiments.significance import ndcg10, test_ranks, wilcoxon_users
 from matrrec_cli.experiments.table2 import Selection
 from matrrec_cli.paths import stores_text
+from matrrec_cli.train.config import OWN_FLAGS
 from matrrec_cli.train.runs import finished_runs
 
 KEY = "shuffle_history"
@@ -39,17 +40,14 @@ def _per_user(runs: list[Path]) -> pd.Series:
     return pd.Series(ndcg10(ranks.to_numpy(dtype=float)).mean(axis=1), index=ranks.index)
 
 
-_OPTIONS = {"objective": "--objective", "preset": "--preset", "max_len": "--max-len",
-            "dropout": "--dropout"}  # the departures (claims' spelling) that are own options
-
-
 def command(dataset: str, model: str, *, shuffled: bool, departures: list[str] = ()) -> str:
     """The train command of one side of a family, with the family's own departures, so the
     run it makes pairs with the runs already there."""
     flags = []
     for d in departures:
         key, _, value = d.partition("=") if "=" in d else d.partition(" ")
-        flags.append(f"{_OPTIONS[key]} {value}" if key in _OPTIONS else f"--set {key}={value}")
+        flags.append(f"--{key.replace('_', '-')} {value}" if key in OWN_FLAGS
+                     else f"--set {key}={value}")
     return " ".join([f"matrrec train --dataset {dataset} --model {model} --seeds {SEEDS}",
                      *flags, *([f"--set {KEY}=true"] if shuffled else [])])
 

@@ -21,8 +21,9 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from matrrec_cli.errors import MatrrecError, UsageError
@@ -354,18 +355,16 @@ def preset_overrides(model: str, preset: str, dropout: float | None
     return preset_values, (cls.dropout_overrides(dropout) if dropout is not None else {})
 
 
-@functools.lru_cache(maxsize=256)
-def _baseline(model: str, preset: str, dropout: float | None) -> tuple[tuple[str, Any], ...]:
+@functools.lru_cache(maxsize=256)  # asked once per given setting of every run a report reads
+def baseline_model_config(model: str, preset: str, dropout: float | None
+                          ) -> Mapping[str, Any]:
+    """The model's settings as the preset and the dropout option make them, without any --set
+    (read-only: the one cached copy is shared)."""
     from matrrec_cli.models import make_config
 
     preset_values, by_dropout = preset_overrides(model, preset, dropout)
-    return tuple({**dataclasses.asdict(make_config(model)), **preset_values,
-                  **by_dropout}.items())
-
-
-def baseline_model_config(model: str, preset: str, dropout: float | None) -> dict[str, Any]:
-    """The model's settings as the preset and the dropout option make them, without any --set."""
-    return dict(_baseline(model, preset, dropout))
+    return MappingProxyType({**dataclasses.asdict(make_config(model)), **preset_values,
+                             **by_dropout})
 
 
 def given_differs(cfg: dict[str, Any], key: str) -> bool:
