@@ -345,4 +345,4 @@ def test_claim1_says_when_table2_chose_an_ablation_for_matrrec(cyc, tmp_path: Pa
         fake_run(tmp_path, "cyc", "gru4rec", seed, 0.5, ranks=_ranks(hist.index, 4, spread=5),
                  data_dir=data)
     row = verdict(cl.claims(tmp_path, ["cyc"]), 1, "cyc")
-    assert "NOT the protocol's model (use_position_embedding=True" in row["evidence"]
+    assert "NOT the protocol's model (use_position_embedding true" in row["evidence"]

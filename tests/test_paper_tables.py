@@ -177,6 +177,10 @@ def test_fewer_departures_from_the_protocol_win(tmp_path: Path) -> None:
     ({"model.dropout_prob": "datasets.toml", "model.hidden_size": "preset paper",
       "seed": "command line --seeds", "epochs": "command line", "tag": "command line --set",
       "model.skip_padding": "command line --set", "data_dir": "$MATRREC_DATA_DIR"}, {}, []),
+    # a model dropout set apart from the dropout option is the model's own departure
+    ({"dropout": "datasets.toml", "model.attn_dropout_prob": "command line --set"},
+     {"model_config": {"attn_dropout_prob": 0.1}}, ["attn_dropout_prob 0.1"]),
+    ({"preset": "command line"}, {"preset": "recbole"}, ["preset recbole"]),
 ])
 def test_a_departure_is_a_value_someone_chose(sources: dict, values: dict, departs: list) -> None:
     """Values chosen by an experiment (ablate, sweep, tune) or a run file depart from the
@@ -185,7 +189,7 @@ def test_a_departure_is_a_value_someone_chose(sources: dict, values: dict, depar
     Each departure names its value, as Table 2 prints it under the table."""
     cfg = {"dataset": "musical", "model": "matrrec", "objective": "prefix", "dropout": 0.4,
            "max_len": 50, "sources": sources, **values}
-    assert report._departures([(Path("."), cfg, {})]) == departs
+    assert report.departures(cfg) == departs
 
 
 def test_report_runs_lists_cost_and_provenance_per_cell(tmp_path: Path) -> None:
@@ -318,3 +322,14 @@ def test_a_set_of_the_value_the_model_has_anyway_departs_from_nothing(tmp_path: 
     assert chosen.members[0][0].name == "20260101-000002-b"
     assert report.grids(tmp_path).set_index("setting")["default"].to_dict() == {
         "window 3": False, "window 10": True}
+
+
+def test_a_family_does_not_depart_by_the_setting_it_varies() -> None:
+    """The claims' dropout family ignores the dropout it varies (top-level and model keys),
+    but still names what else departs, in the same "key value" words as Table 2."""
+    cfg = {"dataset": "musical", "model": "matrrec", "objective": "all", "dropout": 0.1,
+           "max_len": 50, "model_config": {"dropout_prob": 0.1, "n_heads": 2},
+           "sources": {"dropout": "sweep dropout", "model.dropout_prob": "sweep dropout",
+                       "model.n_heads": "command line --set"}}
+    assert report.departures(cfg) == ["n_heads 2", "dropout 0.1", "objective all"]
+    assert report.departures(cfg, ("dropout", "dropout_prob")) == ["n_heads 2", "objective all"]

@@ -63,9 +63,15 @@ from matrrec_cli.experiments import breakdown as bd  # claim 2's buckets and tes
 from matrrec_cli.experiments import paper
 from matrrec_cli.experiments import significance as sig
 from matrrec_cli.experiments.ablation import DEFAULT_LABEL, welch_p
-from matrrec_cli.experiments.table2 import MODEL_ORDER, SPEED_KEYS, Selection, chosen_runs
+from matrrec_cli.experiments.table2 import (
+    MODEL_ORDER,
+    SPEED_KEYS,
+    Selection,
+    chosen_runs,
+    departures,
+)
 from matrrec_cli.paths import published_dir, stores_text
-from matrrec_cli.train.config import DEFAULT, NEUTRAL, NON_SEMANTIC, comparable, given_differs
+from matrrec_cli.train.config import NON_SEMANTIC, comparable
 from matrrec_cli.train.runs import finished_runs
 
 OURS = "matrrec"
@@ -234,7 +240,7 @@ def _ours_note(members: list[tuple[Path, dict, dict]]) -> str:
     """Which MaTrRec configuration Table 2's cell uses, and whether it departs from the
     protocol (an ablation or sweep point chosen there would stand in for the model)."""
     cfg = members[0][1]
-    away = _departures(cfg, ())
+    away = departures(cfg)
     return (f"{OURS}: {n_seeds(len(members))}, L {cfg.get('max_len')}, dropout {cfg.get('dropout')}"
             + (f", NOT the protocol's model ({', '.join(away)}; see matrrec report runs)"
                if away else ""))
@@ -352,37 +358,6 @@ def _family_key(cfg: dict[str, Any], vary: Vary) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
-_SKIP_SOURCES = ("dataset", "model", "device", "data_dir", "results_dir", "seed", "epochs",
-                 "dropout", "max_len", "objective", "preset", *NEUTRAL)
-
-
-def _departures(cfg: dict[str, Any], ignore: tuple[str, ...]) -> list[str]:
-    """How a run departs from the protocol's MaTrRec, apart from the settings in `ignore`: a
-    dropout or max_len other than the dataset's, another objective or preset, and any model
-    or trainer setting given by a person or an experiment (speed options do not count)."""
-    out = []
-    try:
-        own = training_defaults(cfg["dataset"], cfg.get("data_dir"))
-    except MatrrecError:
-        own = None
-    if own is not None:
-        for key in ("max_len", "dropout"):
-            if key not in ignore and cfg.get(key) != getattr(own, key):
-                out.append(f"{key} {cfg.get(key)}")
-    for key, want in (("objective", "prefix"), ("preset", "paper")):
-        if cfg.get(key, want) != want:
-            out.append(f"{key} {cfg.get(key)}")
-    model_cfg = cfg.get("model_config") or {}
-    skip_model = (*SPEED_KEYS, *_dropout_keys(), *ignore)
-    for key, src in sorted((cfg.get("sources") or {}).items()):
-        name = key.removeprefix("model.")
-        if key in _SKIP_SOURCES or key in ignore or src in (DEFAULT, "preset paper") or (
-                key.startswith("model.") and name in skip_model) or not given_differs(cfg, key):
-            continue
-        out.append(f"{name}={model_cfg.get(name, cfg.get(name))}")
-    return out
-
-
 @dataclasses.dataclass
 class Family:
     points: dict[Any, list[float]]  # value -> per-seed test NDCG@10
@@ -404,7 +379,7 @@ def families(runs: list[tuple[Path, dict, dict]], vary: Vary) -> list[Family]:
         in_order = {v: sorted(seeds.values(), key=lambda x: x[1]["seed"])
                     for v, seeds in by_value.items()}
         fam = Family({v: [m["test"]["ndcg@10"] for _, _, m in ms] for v, ms in in_order.items()},
-                     _departures(members[0][1], (*vary.top, *vary.model_keys)),
+                     departures(members[0][1], (*vary.top, *vary.model_keys)),
                      {v: [r for r, _, _ in ms] for v, ms in in_order.items()})
         ranked.append(((len(fam.departures), -len(fam.points), -len(members),
                         min(r.name for r, _, _ in members)), fam))

@@ -110,7 +110,7 @@ def candidates(results_dir: str | Path, datasets: list[str] | None = None,
                models: list[str] | None = None,
                selection: Selection | None = None) -> list[Candidate]:
     """Every configuration with finished runs, ranked per cell: the chosen one first departs
-    least from the protocol (_departures), then has the most seeds, then was made first (so a
+    least from the protocol (departures), then has the most seeds, then was made first (so a
     later run of an equally ranked configuration never moves a cell). Runs the selection leaves
     out become candidates with the reason; they are never chosen."""
     selection = selection or Selection()
@@ -133,7 +133,8 @@ def candidates(results_dir: str | Path, datasets: list[str] | None = None,
         # one run per seed: the published one, else the newest
         by_seed = {cfg["seed"]: (run, cfg, m) for run, cfg, m in sorted(
             members, key=lambda x: (is_published(x[0]), x[0].name))}
-        cand = Candidate(ds, name, list(by_seed.values()), _departures(list(by_seed.values())))
+        kept = list(by_seed.values())
+        cand = Candidate(ds, name, kept, departures(kept[0][1]))
         first_made = min(r.name for r, _, _ in cand.members)
         ranked.setdefault((ds, name), []).append(
             ((len(cand.departures), -len(cand.members), first_made), cand))
@@ -163,22 +164,23 @@ def chosen_runs(results_dir: str | Path, datasets: list[str] | None = None,
             for c in candidates(results_dir, datasets, models, selection) if c.chosen}
 
 
-def _departures(members: Members) -> list[str]:
-    """How the configuration departs from the model as the preset and the protocol define it,
-    each as "key value" (shown under Table 2, so a tagged recipe's column says what it is).
-    Each departure counts once: an ablation or trainer `--set` (lr, bucket_by_length, ...; the
-    speed options of SPEED_KEYS and the knobs declared as not departing, such as
-    eval_batch_size and tag, do not count), a max_len or dropout
-    other than the dataset's (datasets.toml, or the imported dataset's meta.json), a non-prefix
-    objective. Fewer departures win, so with only `all` runs at hand the one at the dataset's
-    own max_len is used."""
-    cfg = members[0][1]
-    src = cfg.get("sources", {})
+def departures(cfg: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """How a run departs from the model as the preset and the protocol define it, each as "key
+    value": shown under Table 2 (so a tagged recipe's column says what it is), ranking Table 2's
+    candidates and the claims' families. `ignore` names the settings a family varies (top-level
+    or model keys). Each departure counts once: a model or trainer setting someone chose (--set,
+    a run file, an ablation variant, a tune candidate) at another value than the run would have
+    had without it (given_differs); the speed options of SPEED_KEYS and the knobs declared as not
+    departing, such as eval_batch_size and tag, do not count. Then a max_len or dropout other
+    than the dataset's (datasets.toml, or the imported dataset's meta.json), a non-prefix
+    objective, a preset other than paper. Fewer departures win, so with only `all` runs at hand
+    the one at the dataset's own max_len is used."""
+    src = cfg.get("sources") or {}
+    model_cfg = cfg.get("model_config") or {}
     out = []
-    model_cfg = cfg.get("model_config", {})
     for k, v in src.items():  # values someone chose: --set, a run file, a variant, a candidate
         key = k.removeprefix("model.")
-        if not is_given(v) or not given_differs(cfg, k):
+        if key in ignore or not is_given(v) or not given_differs(cfg, k):
             continue
         if k.startswith("model."):
             # the model's dropouts set by the dropout option are judged by value, below
@@ -186,13 +188,17 @@ def _departures(members: Members) -> list[str]:
                 out.append(f"{key} {toml_text(model_cfg.get(key))}")
         elif k in SETTABLE and k not in NEUTRAL:
             out.append(f"{k} {toml_text(cfg.get(k))}")
-    own = training_defaults(cfg["dataset"], cfg.get("data_dir"))
-    if is_given(src.get("max_len")) and cfg.get("max_len") != own.max_len:
-        out.append(f"max_len {cfg.get('max_len')}")
-    if is_given(src.get("dropout")) and cfg.get("dropout") != own.dropout:
-        out.append(f"dropout {cfg.get('dropout')}")
-    if cfg.get("objective", "prefix") != "prefix":
-        out.append(f"objective {cfg.get('objective')}")
+    try:
+        own = training_defaults(cfg["dataset"], cfg.get("data_dir"))
+    except MatrrecError:  # a dataset no longer registered: its own values are unknown
+        own = None
+    for key in ("max_len", "dropout"):
+        if (own is not None and key not in ignore and is_given(src.get(key))
+                and cfg.get(key) != getattr(own, key)):
+            out.append(f"{key} {cfg.get(key)}")
+    for key, want in (("objective", "prefix"), ("preset", "paper")):
+        if key not in ignore and cfg.get(key, want) != want:
+            out.append(f"{key} {cfg.get(key)}")
     return out
 
 
@@ -224,7 +230,7 @@ def collect(results_dir: str | Path, datasets: list[str] | None = None,
                 "seeds": " ".join(sorted(str(c["seed"]) for _, c, _ in members)),
                 "preset": cfg["preset"], "objective": cfg["objective"],
                 "max_len": cfg["max_len"], "epochs_cap": cfg["epochs"],
-                "departures": ", ".join(_departures(members)),
+                "departures": ", ".join(departures(members[0][1])),
             })
     if not rows:
         raise no_runs_error(results_dir, datasets, selection)

@@ -370,8 +370,8 @@ def baseline_model_config(model: str, preset: str, dropout: float | None
 def given_differs(cfg: dict[str, Any], key: str) -> bool:
     """Whether a recorded run's `key` (a trainer key, or `model.<key>`) has another value than
     the run would have had without any --set: a --set of the value it has anyway (tune's
-    faithful trial passes every default explicitly) departs from nothing. Both accounts of how
-    a run departs from the protocol (Table 2's cells, the claims' families) ask this."""
+    faithful trial passes every default explicitly) departs from nothing. The one account of
+    how a run departs from the protocol (experiments.table2.departures) asks this."""
     if not key.startswith("model."):
         return cfg.get(key) != TRAINER_DEFAULTS.get(key)
     name = key.removeprefix("model.")
