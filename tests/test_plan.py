@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -85,3 +86,29 @@ def test_table3_and_figures_count_only_the_runs_left(tiny: Path, tmp_path: Path)
     assert pl.to_run("figures", base) == left
     assert pl.plan(tmp_path, "cyc", "figures", left=left[0])[0].runs == left[0]
     assert pl.to_run("table3", base) == (pl.ABLATIONS * pl.SEEDS - 1, pl.ABLATIONS * pl.SEEDS)
+
+
+def test_table2_counts_only_the_protocols_own_seeds(tmp_path: Path) -> None:
+    """Two plain GRU4Rec seeds and three shuffled ones: Table 2 still needs three seeds (a
+    run that departs from the protocol is no seed of its cell); SASRec's five plain seeds
+    leave nothing."""
+    def fake(model: str, seed: int, sources: dict, **cfg: object) -> None:
+        run = tmp_path / "runs" / "musical" / model / f"20260101-00000{seed}-{len(sources)}"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({
+            "dataset": "musical", "model": model, "seed": seed, "preset": "paper",
+            "objective": "prefix", "max_len": 50, "epochs": 300, "sources": sources, **cfg}))
+        test = {"recall@5": 0.05, "recall@10": 0.1, "recall@20": 0.15, "ndcg@10": 0.05}
+        (run / "metrics.json").write_text(json.dumps({"test": test, "valid": test,
+                                                      "epochs": 20}))
+
+    for seed in (1, 2):
+        fake("gru4rec", seed, {})
+    for seed in (3, 4, 5):
+        fake("gru4rec", seed, {"shuffle_history": "command line --set"}, shuffle_history=True)
+    for seed in range(1, 6):
+        fake("sasrec", seed, {})
+    runs = {x.model: x.runs for x in pl.plan(tmp_path, "musical", "table2")}
+    assert runs["gru4rec"] == 3
+    assert runs["sasrec"] == 0
+    assert runs["narm"] == pl.SEEDS

@@ -3,7 +3,8 @@
 cost of a model's runs = runs x epochs per run x seconds per epoch (+ evaluation per epoch)
 
 * runs: what the experiment trains (PLANS), less the runs already finished (either store):
-  for Table 2 the seeds of each model; for Table 3 and the figures, given the options the
+  for Table 2 the seeds of each model's cell where the cell is the protocol's own model
+  (table2.candidates: a shuffled or ablated run is no seed of Table 2); for Table 3 and the figures, given the options the
   command will get (`--set ...`), exactly the runs `ablate --all` / `sweep` would reuse;
 * epochs per run: the mean epochs of this model's finished, early-stopped runs on the dataset
   (else on any dataset, else the protocol's patience plus one, the least a run can take);
@@ -26,7 +27,7 @@ from matrrec_cli.errors import UsageError
 from matrrec_cli.experiments import ablation, sweep
 from matrrec_cli.experiments.claims import profile_rows
 from matrrec_cli.experiments.runner import RunSpec, parse_seeds, resolve_spec
-from matrrec_cli.experiments.table2 import MODEL_ORDER
+from matrrec_cli.experiments.table2 import MODEL_ORDER, candidates
 from matrrec_cli.train.config import TRAINER_DEFAULTS, RunOptions
 from matrrec_cli.train.runs import EARLY, find_finished, finished_runs, stop_reason
 
@@ -119,10 +120,10 @@ def plan(results_dir: str | Path, dataset: str, what: str, *,
     want = runs_of(what)
     if left is not None and what != "table2":
         want = {"matrrec": left}
-    done: dict[str, set[int]] = {}
-    for _, cfg, _ in finished_runs(rdir):
-        if cfg["dataset"] == dataset and not cfg.get("tag"):
-            done.setdefault(cfg["model"], set()).add(cfg["seed"])
+    # Table 2's seeds already finished: those of the cell's chosen configuration, only where
+    # it is the protocol's own (a shuffled or ablated run makes no seed of Table 2)
+    done = {c.name: len(c.members) for c in candidates(rdir, [dataset], list(want))
+            if c.chosen and not c.departures} if what == "table2" else {}
     epochs = _epochs(rdir, dataset)
     least = TRAINER_DEFAULTS["stopping_step"] + 1
     # the profile rows of the dataset (this machine's before the published), one per model
@@ -131,7 +132,7 @@ def plan(results_dir: str | Path, dataset: str, what: str, *,
     lines = []
     for model, n in want.items():
         if what == "table2":
-            n = max(0, n - len(done.get(model, ())))  # Table 2's seeds already finished
+            n = max(0, n - done.get(model, 0))
         e, source = epochs.get(model, (float(least), "no finished run: the least a run takes"))
         rows = prof[prof["model"] == model]
         if rows.empty:
