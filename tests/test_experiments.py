@@ -482,3 +482,19 @@ def test_profile_times_a_sample_of_batches_by_default_and_says_so(tiny: Path, tm
     for bad in ("0", "x"):
         assert _run([*common, "--max-batches", bad]) == 2
         assert "--max-batches must be" in capsys.readouterr().err
+
+
+def test_a_figures_setting_note_spells_values_as_set_takes_them(tmp_path: Path) -> None:
+    """The note under a figure names what someone chose apart from the swept value, as
+    `--set` takes it (true, not Python's True), speed options apart."""
+    from matrrec_cli.experiments import sweep
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "objective": "prefix", "preset": "paper", "dropout": 0.2, "lr": 0.003,
+        "model_config": {"skip_padding": True},
+        "sources": {"dropout": "sweep dropout", "lr": "command line --set",
+                    "model.skip_padding": "command line --set", "seed": "command line --seeds"}}))
+    spec = RunSpec(RunOptions(model="matrrec", dataset="d"), "0.2")
+    result = RunResult(spec, 2020, tmp_path, {}, False)
+    assert sweep.setting_note("dropout", [result]) == (
+        "prefix objective, paper preset; set lr=0.003; speed options skip_padding=true")

@@ -4,8 +4,9 @@ cost of a model's runs = runs x epochs per run x seconds per epoch (+ evaluation
 
 * runs: what the experiment trains (PLANS), less the runs already finished (either store):
   for Table 2 the seeds of each model's cell where the cell is the protocol's own model
-  (table2.candidates: a shuffled or ablated run is no seed of Table 2); for Table 3 and the figures, given the options the
-  command will get (`--set ...`), exactly the runs `ablate --all` / `sweep` would reuse;
+  (table2.candidates: a shuffled or ablated run is no seed of Table 2); for Table 3 and the
+  figures, given the options the command will get (`--set ...`), exactly the runs
+  `ablate --all` / `sweep` would reuse;
 * epochs per run: the mean epochs of this model's finished, early-stopped runs on the dataset
   (else on any dataset, else the protocol's patience plus one, the least a run can take);
 * seconds per epoch and inference seconds: matrrec profile's rows for the dataset (real or

@@ -13,7 +13,7 @@ from matrrec_cli.experiments.runner import RunResult, RunSpec, parse_values, sum
 from matrrec_cli.experiments.table2 import SPEED_KEYS
 from matrrec_cli.io import atomic_path
 from matrrec_cli.train import runs
-from matrrec_cli.train.config import RunOptions, flat, is_given
+from matrrec_cli.train.config import RunOptions, flat, is_given, toml_text
 
 # sweep name -> (train option it sets, value type, figure it mirrors)
 PARAMS: dict[str, tuple[str, type, str]] = {
@@ -70,8 +70,8 @@ def setting_note(param: str, results: list[RunResult]) -> str:
               if is_given(src) and not src.startswith("sweep") and k not in (
                   "dataset", "model", "device", "data_dir", "results_dir", "seed", PARAMS[param][0],
                   "objective", "preset")}
-    speed = [f"{k}={v}" for k, v in chosen.items() if k in SPEED_KEYS]
-    other = [f"{k}={v}" for k, v in chosen.items() if k not in SPEED_KEYS]
+    speed = [f"{k}={toml_text(v)}" for k, v in chosen.items() if k in SPEED_KEYS]
+    other = [f"{k}={toml_text(v)}" for k, v in chosen.items() if k not in SPEED_KEYS]
     return "; ".join([f"{cfg.get('objective')} objective, {cfg.get('preset')} preset",
                       *([f"set {', '.join(other)}"] if other else []),
                       *([f"speed options {', '.join(speed)}"] if speed else [])])
