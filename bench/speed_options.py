@@ -15,7 +15,11 @@ Example:
   python bench/speed_options.py --dataset musical --model matrrec \
       --sets skip_padding=true \
       --sets skip_padding=true,bucket_by_length=true \
-      --sets skip_padding=true,bucket_by_length=true,readout_only=true
+      --sets skip_padding=true,bucket_by_length=true,readout_only=true \
+      --out results/published/bench/speed_options.csv
+
+`--out` writes each set's medians as a CSV (temp file, then rename): the README's speed-options
+table is `matrrec report bench speed_options`, rendered from the published one.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def main() -> None:
                     help="Mamba scan of every set (MaTrRec, Mamba4Rec); default: the model's")
     ap.add_argument("--synthetic-like", action="store_true",
                     help="synthetic data of the dataset's Table 1 size instead of the prepared")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write the rows as a CSV here (replaced whole)")
     args = ap.parse_args()
 
     from matrrec_cli.data.registry import training_defaults
@@ -54,6 +60,7 @@ def main() -> None:
     option_sets = [()] + [tuple(p for p in s.split(",") if p) for s in args.sets]
     base = (f"scan_impl={args.scan_impl}",) if args.scan_impl else ()
     times: dict[tuple[str, ...], list[tuple[float, float]]] = {s: [] for s in option_sets}
+    threads = 0
     for _ in range(args.rounds):
         for sets in option_sets:
             cell = run_cell({"dataset": args.dataset, "model": args.model, "max_len": max_len,
@@ -62,6 +69,7 @@ def main() -> None:
                              "max_batches": args.max_batches, "preset": args.preset,
                              "sets": base + sets})
             times[sets].append((cell["train_s_per_epoch"], cell["inference_s"]))
+            threads = cell["threads"]
     base_train = statistics.median(t for t, _ in times[()])
     base_eval = statistics.median(e for _, e in times[()])
     print(f"{args.model} on {args.dataset}{' (synthetic)' if args.synthetic_like else ''}, "
@@ -69,11 +77,24 @@ def main() -> None:
           f"{args.rounds} interleaved rounds, medians" + (f", all with {base[0]}" if base else "")
           + ":")
     print(f"{'options':<60} {'train s/ep':>10} {'full-sort s':>11} {'train x':>8} {'eval x':>7}")
+    rows = []
     for sets, ts in times.items():
         tr = statistics.median(t for t, _ in ts)
         ev = statistics.median(e for _, e in ts)
         print(f"{','.join(sets) or 'default':<60} {tr:>10.3f} {ev:>11.4f} "
               f"{base_train / tr:>7.2f}x {base_eval / ev:>6.2f}x")
+        rows.append({"dataset": args.dataset, "synthetic": args.synthetic_like,
+                     "model": args.model, "max_len": max_len, "preset": args.preset,
+                     "scan_impl": args.scan_impl or "", "rounds": args.rounds,
+                     "threads": threads, "options": ",".join(sets),
+                     "train_s_per_epoch": tr, "inference_s": ev})
+    if args.out:
+        import pandas as pd
+
+        from matrrec_cli.io import write_csv
+
+        write_csv(pd.DataFrame(rows), args.out)
+        print(f"written {args.out}")
 
 
 if __name__ == "__main__":

@@ -540,5 +540,35 @@ def fuse(
     save_csv(f.table, rdir / f"fuse_{name}.csv", output, key=["dataset"])
 
 
+@report_app.command("bench")
+def bench(
+    name: Annotated[str, typer.Argument(help="The bench script: speed_options or scale.")],
+    from_: Annotated[Path | None, typer.Option(
+        "--from", help="Its CSV (the script's --out) \\[default: the published one, "
+                       "results/published/bench/NAME.csv].")] = None,
+    results_dir: ResultsDirOpt = None, markdown: MarkdownOpt = False, json_out: JsonOpt = False,
+) -> None:
+    """A benchmark's table again from the rows its script wrote under bench/; nothing is timed.
+
+    speed_options: bench/speed_options.py, each option set against the default; scale:
+    bench/scale.py, full against sampled-softmax training at large catalogs.
+
+    Example: matrrec report bench speed_options --markdown
+    """
+    from rich.table import Table
+
+    from matrrec_cli.experiments.bench import bench_table
+    from matrrec_cli.paths import results_dir as results_path
+
+    title, df = bench_table(name, results_path(results_dir), from_)
+    table = Table(title=title)
+    for col in df.columns:
+        table.add_column(col, justify="left" if df[col].dtype == object and col in (
+            "options", "dataset (items)", "objective") else "right")
+    for row in df.itertuples(index=False):
+        table.add_row(*map(str, row))
+    show(table, markdown=markdown, json_rows=df if json_out else None)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(report_app, name="report")
