@@ -38,6 +38,9 @@ def test_speed_options_are_each_set_against_the_first_row(tmp_path: Path, capsys
     assert out.startswith("**matrrec on musical, L 50: median of 3 interleaved rounds, "
                           "2 thread(s)**")
     assert "| skip_padding=true | 3.00 | 0.250 | 2.0× | 2.0× |" in out
+    # a forced scan is named: it changes every row's times
+    title, _ = bench.speed_options(_speed_rows().assign(scan_impl="torch"), csv)
+    assert ", scan torch:" in title
 
 
 def _scale_rows() -> pd.DataFrame:

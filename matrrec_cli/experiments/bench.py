@@ -46,8 +46,9 @@ def speed_options(df: pd.DataFrame, path: Path) -> tuple[str, pd.DataFrame]:
         .map(lambda x: f"{x:.1f}×"),
         "eval speed-up": (base["inference_s"] / df["inference_s"]).map(lambda x: f"{x:.1f}×"),
     })
-    scan = f", scan {base['scan_impl']}" if str(base.get("scan_impl", "") or "") not in (
-        "", "nan") else ""
+    # an empty cell (the model's own scan) reads back as NaN
+    scan_impl = base.get("scan_impl")
+    scan = f", scan {scan_impl}" if isinstance(scan_impl, str) and scan_impl else ""
     title = (f"{base['model']} on {base['dataset']}, L {base['max_len']}{scan}: median of "
              f"{base['rounds']} interleaved rounds, {base['threads']} thread(s)")
     return title, out
