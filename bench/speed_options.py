@@ -70,30 +70,26 @@ def main() -> None:
                              "sets": base + sets})
             times[sets].append((cell["train_s_per_epoch"], cell["inference_s"]))
             threads = cell["threads"]
-    base_train = statistics.median(t for t, _ in times[()])
-    base_eval = statistics.median(e for _, e in times[()])
-    print(f"{args.model} on {args.dataset}{' (synthetic)' if args.synthetic_like else ''}, "
-          f"L {max_len}, preset {args.preset}, "
-          f"{args.rounds} interleaved rounds, medians" + (f", all with {base[0]}" if base else "")
-          + ":")
-    print(f"{'options':<60} {'train s/ep':>10} {'full-sort s':>11} {'train x':>8} {'eval x':>7}")
-    rows = []
-    for sets, ts in times.items():
-        tr = statistics.median(t for t, _ in ts)
-        ev = statistics.median(e for _, e in ts)
-        print(f"{','.join(sets) or 'default':<60} {tr:>10.3f} {ev:>11.4f} "
-              f"{base_train / tr:>7.2f}x {base_eval / ev:>6.2f}x")
-        rows.append({"dataset": args.dataset, "synthetic": args.synthetic_like,
-                     "model": args.model, "max_len": max_len, "preset": args.preset,
-                     "scan_impl": args.scan_impl or "", "rounds": args.rounds,
-                     "threads": threads, "options": ",".join(sets),
-                     "train_s_per_epoch": tr, "inference_s": ev})
+
+    import pandas as pd
+
+    from matrrec_cli.experiments.bench import speed_options
+    from matrrec_cli.io import write_csv
+
+    df = pd.DataFrame([{"dataset": args.dataset, "synthetic": args.synthetic_like,
+                        "model": args.model, "max_len": max_len, "preset": args.preset,
+                        "scan_impl": args.scan_impl or "", "rounds": args.rounds,
+                        "threads": threads, "options": ",".join(sets),
+                        "train_s_per_epoch": statistics.median(t for t, _ in ts),
+                        "inference_s": statistics.median(e for _, e in ts)}
+                       for sets, ts in times.items()])
+    # the table `matrrec report bench speed_options` renders from the CSV: one place computes
+    # the speed-ups
+    title, table = speed_options(df, args.out or Path("(this run)"))
+    print(f"{title}{' (synthetic data)' if args.synthetic_like else ''}:")
+    print(table.to_string(index=False))
     if args.out:
-        import pandas as pd
-
-        from matrrec_cli.io import write_csv
-
-        write_csv(pd.DataFrame(rows), args.out)
+        write_csv(df, args.out)
         print(f"written {args.out}")
 
 

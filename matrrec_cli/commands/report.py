@@ -14,6 +14,7 @@ from matrrec_cli.commands.tables import (
     MarkdownOpt,
     OutputOpt,
     ResultsDirOpt,
+    frame_table,
     p_text,
     plain_printer,
     print_json,
@@ -442,21 +443,14 @@ def runs(
 
     Example: matrrec report runs --dataset ml-100k
     """
-    from rich.table import Table
-
     from matrrec_cli.experiments import table2 as report
     from matrrec_cli.paths import results_dir as results_path
 
     rdir = results_path(results_dir)
     df = report.runs(rdir, dataset, _selection(tag, include_capped))
-    table = Table(title="Runs behind Table 2, every candidate (test metrics: mean over seeds; "
-                        "wall: training and evaluation per run)")
     shown = [c for c in df.columns if c != "run_dirs"]  # the CSV and --json keep the paths
-    for col in shown:
-        table.add_column(col, justify="right" if df[col].dtype.kind in "fi" else "left")
-    for _, r in df[shown].iterrows():
-        table.add_row(*("-" if v is None or v != v else
-                        ("yes" if v is True else "no" if v is False else str(v)) for v in r))
+    table = frame_table(df[shown], "Runs behind Table 2, every candidate (test metrics: mean "
+                                   "over seeds; wall: training and evaluation per run)")
     show(table, markdown=markdown, json_rows=df if json_out else None)
     save_csv(df, rdir / "runs.csv", output, key=["dataset"])
 
@@ -555,19 +549,12 @@ def bench(
 
     Example: matrrec report bench speed_options --markdown
     """
-    from rich.table import Table
-
-    from matrrec_cli.experiments.bench import bench_table
+    from matrrec_cli.experiments.bench import LABELS, bench_table
     from matrrec_cli.paths import results_dir as results_path
 
     title, df = bench_table(name, results_path(results_dir), from_)
-    table = Table(title=title)
-    for col in df.columns:
-        table.add_column(col, justify="left" if df[col].dtype == object and col in (
-            "options", "dataset (items)", "objective") else "right")
-    for row in df.itertuples(index=False):
-        table.add_row(*map(str, row))
-    show(table, markdown=markdown, json_rows=df if json_out else None)
+    show(frame_table(df, title, left=LABELS), markdown=markdown,
+         json_rows=df if json_out else None)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -151,6 +152,20 @@ def show(table: Table, *, markdown: bool = False, console: Console | None = None
     if not console.is_terminal and console.width < PIPE_WIDTH:
         console.width = PIPE_WIDTH
     console.print(table)
+
+
+def frame_table(df: Any, title: str, *, left: Iterable[str] | None = None) -> Table:
+    """A DataFrame as a Rich table: `left` columns (default: the non-numeric ones) left-
+    justified, the rest right; a missing value shows as "-", a boolean as yes / no."""
+    left = set(left) if left is not None else {c for c in df.columns
+                                               if df[c].dtype.kind not in "fi"}
+    table = Table(title=title)
+    for col in df.columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    for row in df.itertuples(index=False):
+        table.add_row(*("-" if v is None or v != v else
+                        ("yes" if v is True else "no" if v is False else str(v)) for v in row))
+    return table
 
 
 def plain_printer(console: Console, *, markdown: bool, json_out: bool) -> Any:

@@ -18,6 +18,8 @@ from matrrec_cli.errors import MatrrecError
 from matrrec_cli.paths import published_dir
 
 BENCH_DIR = "bench"  # under results/published/
+# the views' text columns (the rest are numbers, formatted here, shown right-justified)
+LABELS = ("options", "dataset (items)", "objective")
 
 
 def published_csv(results: Path, name: str) -> Path:
