@@ -133,6 +133,34 @@ def test_two_processes_share_one_sqlite_study(tiny: Path, tmp_path: Path) -> Non
     assert len(runs_made) == len(set(runs_made))  # no configuration trained twice
 
 
+def test_a_shared_sqlite_study_waits_for_another_workers_lock(tmp_path: Path) -> None:
+    """A worker holding the SQLite write lock longer than sqlite3's default 5 s (a loaded
+    machine can deschedule it that long) delays the other worker's next write, never fails it:
+    a failed write inside a trial (the objective's set_user_attr, which Optuna does not retry)
+    would end that worker's study."""
+    import sqlite3
+    import threading
+    import time
+
+    db = tmp_path / "shared.db"
+    found = tune.study(name="s", storage=f"sqlite:///{db}", sampler="grid", prune=False,
+                       seed=0)
+    trial = found.ask()
+    held = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    held.execute("BEGIN EXCLUSIVE")  # what a worker does while it writes
+    hold_s = 8.0
+    release = threading.Timer(hold_s, held.execute, args=("COMMIT",))
+    release.start()
+    start = time.monotonic()
+    try:
+        trial.set_user_attr("worker", "elsewhere:1")  # a write: waits for the lock
+    finally:
+        release.join()
+        held.close()
+    assert time.monotonic() - start >= hold_s - 0.5  # it did wait, the lock was real
+    assert found.trials[0].user_attrs == {"worker": "elsewhere:1"}
+
+
 def test_bad_searches_are_refused_before_anything_trains(tiny: Path, tmp_path: Path,
                                                           capsys) -> None:
     for extra, message in (

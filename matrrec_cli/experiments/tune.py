@@ -216,8 +216,9 @@ def study(*, name: str, storage: str, sampler: str, prune: bool, seed: int) -> A
     attempts = 5
     for attempt in range(1, attempts + 1):
         try:
-            return optuna.create_study(study_name=name, storage=storage, sampler=chosen,
-                                       pruner=pruner, direction="maximize", load_if_exists=True)
+            return optuna.create_study(study_name=name, storage=open_storage(storage),
+                                       sampler=chosen, pruner=pruner, direction="maximize",
+                                       load_if_exists=True)
         except (ValueError, ImportError) as exc:
             raise MatrrecError(f"--storage {storage}: cannot open the study ({exc})") from None
         except Exception as exc:  # sqlalchemy's: a busy, unreachable or unusable database
@@ -249,6 +250,23 @@ class PruningReporter(Reporter):
                                      f"{record['valid_score']:.4f} below the median")
 
 
+# How long a SQLite write waits for another worker's (sqlite3's default is 5 s): on a loaded
+# machine a worker holding the lock can be descheduled for longer, and "database is locked"
+# would end the other worker's study mid-trial.
+SQLITE_LOCK_TIMEOUT_S = 60.0
+
+
+def open_storage(url: str) -> Any:
+    """Optuna's storage for `url`; a SQLite file shared by several workers waits for the lock
+    (SQLITE_LOCK_TIMEOUT_S) instead of failing."""
+    import optuna
+
+    if not url.startswith("sqlite:"):
+        return url  # Optuna opens other databases with their own drivers' defaults
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs={"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}})
+
+
 def default_storage(results_dir: str | Path) -> str:
     path = Path(results_dir) / "tune.sqlite3"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,7 +296,7 @@ def recover_stale(found: Any, storage: str) -> list[int]:
     import optuna
     from optuna.trial import TrialState
 
-    store = optuna.storages.get_storage(storage)
+    store = optuna.storages.get_storage(open_storage(storage))
     study_id = store.get_study_id_from_name(found.study_name)
     host = socket.gethostname()
     stale = []
